@@ -1,0 +1,138 @@
+"""Evaluation of a `.pt` checkpoint or an `.onnx` model on a class-folder tree.
+
+    report = evaluate("runs/shapes/best.pt", "data/shapes/val")
+    report.accuracy, report.confusion
+
+Classes are matched by name: a folder whose classes come in another order, or lack some of the model's
+classes, is still scored right. Both kinds of model see the images through the runtime's preprocess.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import DatasetError, EvalSet, scan_class_folders
+from .runtime.spec import PreprocessSpec
+
+Predictor = Callable[[np.ndarray], np.ndarray]  # (N, H, W, 3) uint8 -> (N, classes) scores
+
+
+@dataclass
+class EvalReport:
+    model: str
+    labels: tuple[str, ...]
+    n: int
+    accuracy: float
+    confusion: np.ndarray  # rows = true class, columns = predicted, in label order
+    per_class: dict[str, dict[str, float]]
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    predictions: np.ndarray | None = None  # (n, classes) probabilities, in sample order
+    targets: np.ndarray | None = None
+    paths: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "accuracy": self.accuracy,
+            "n": self.n,
+            "labels": list(self.labels),
+            "per_class": self.per_class,
+            "confusion": self.confusion.tolist(),
+            "failed": [{"path": p, "error": e} for p, e in self.failures],
+        }
+
+
+def load_predictor(model_path: str | os.PathLike, *, device: str = "cpu", threads: int | None = None) -> tuple[PreprocessSpec, Predictor]:
+    """A function from uint8 NHWC pixels to class probabilities, and the model's spec."""
+    path = Path(model_path)
+    if path.suffix == ".onnx":
+        from .runtime import Classifier
+
+        clf = Classifier(path, device=device, threads=threads)
+        return clf.spec, clf.predict_pixels
+    if path.suffix in (".pt", ".pth"):
+        import torch
+
+        from .checkpoint import load_checkpoint
+        from .train import pixels_to_tensor
+
+        ckpt = load_checkpoint(path)
+        model = ckpt.build_model()
+        spec = ckpt.spec
+        dev = torch.device("cpu")
+
+        @torch.no_grad()
+        def predict(pixels: np.ndarray) -> np.ndarray:
+            logits = model(pixels_to_tensor(torch.from_numpy(pixels), spec, dev))
+            return torch.softmax(logits, dim=1).numpy()
+
+        return spec, predict
+    raise ValueError(f"{path}: expected a .pt checkpoint or an .onnx model")
+
+
+def confusion_metrics(confusion: np.ndarray, labels: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    per_class = {}
+    for i, label in enumerate(labels):
+        tp = float(confusion[i, i])
+        support = float(confusion[i].sum())
+        predicted = float(confusion[:, i].sum())
+        per_class[label] = {
+            "precision": tp / predicted if predicted else 0.0,
+            "recall": tp / support if support else 0.0,
+            "support": int(support),
+        }
+    return per_class
+
+
+def evaluate(
+    model_path: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    *,
+    batch_size: int = 64,
+    device: str = "cpu",
+    threads: int | None = None,
+) -> EvalReport:
+    """Score ``model_path`` on ``data_dir`` (a folder per class; a ``val/`` inside it is used when present)."""
+    root = Path(data_dir)
+    if (root / "val").is_dir() and not (root / "val").samefile(root):
+        root = root / "val"
+    spec, predict = load_predictor(model_path, device=device, threads=threads)
+    classes = scan_class_folders(root, allow_empty=True)
+    if not any(classes.values()):
+        raise DatasetError(f"{root}: no images found in class folders")
+    unknown = sorted(set(classes) - set(spec.labels))
+    if unknown:
+        raise DatasetError(f"{root}: class folder(s) {', '.join(unknown)} are not among the model's labels "
+                           f"({', '.join(spec.labels)})")
+    index = {label: i for i, label in enumerate(spec.labels)}
+    samples = [(p, index[c]) for c, paths in classes.items() for p in paths]
+    dataset = EvalSet(samples, spec)
+    if len(dataset) == 0:
+        raise DatasetError(f"{root}: none of the {len(samples)} images could be read")
+    probs = []
+    for start in range(0, len(dataset), batch_size):
+        probs.append(predict(np.stack(dataset.images[start : start + batch_size])))
+    predictions = np.concatenate(probs)
+    targets = np.asarray(dataset.targets)
+    n = len(spec.labels)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (targets, predictions.argmax(1)), 1)
+    failed = {str(p) for p, _ in dataset.failures}
+    return EvalReport(
+        model=str(model_path),
+        labels=spec.labels,
+        n=len(dataset),
+        accuracy=float(np.trace(confusion) / confusion.sum()),
+        confusion=confusion,
+        per_class=confusion_metrics(confusion, spec.labels),
+        failures=[(str(p), e) for p, e in dataset.failures],
+        predictions=predictions,
+        targets=targets,
+        paths=[str(p) for p, _ in samples if str(p) not in failed],
+    )

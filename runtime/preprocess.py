@@ -1,0 +1,165 @@
+"""Image decoding and preprocessing, shared bit-for-bit by training, export checks, calibration and the runtime.
+
+    pixels = preprocess("cat.jpg", spec)          # (size, size, 3) uint8, RGB
+    batch = to_model_input(np.stack([pixels]), spec, layout="NCHW", dtype="float32")
+
+Only numpy and Pillow: this module runs on the device.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .spec import PreprocessSpec
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+_FILTERS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+# Transparent pixels are composited onto this background, in training and at run time alike.
+BACKGROUND = (255, 255, 255)
+
+
+class ImageError(ValueError):
+    """An input that cannot be turned into an RGB image; the message names the file and the reason."""
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def load_rgb(source: ImageInput, *, min_side: int | None = None, bgr: bool = False) -> Image.Image:
+    """Open ``source`` as an RGB PIL image: EXIF orientation applied, first frame, alpha on white.
+
+    ``min_side`` lets a JPEG decode at a reduced scale (Pillow's draft mode) while keeping the shorter
+    side at least that long; every caller that passes the spec's ``resize`` gets the same pixels.
+    ``bgr`` says a numpy array is in OpenCV's channel order.
+    """
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source, bgr=bgr)
+    if isinstance(source, Image.Image):
+        return _to_rgb(ImageOps.exif_transpose(source) or source)
+    path = Path(source)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path}: empty file")
+        with Image.open(path) as image:
+            if min_side and image.format == "JPEG":
+                width, height = image.size
+                scale = min_side / max(1, min(width, height))
+                if scale < 1:
+                    image.draft("RGB", (int(np.ceil(width * scale)), int(np.ceil(height * scale))))
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+            return _to_rgb(image)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image (unrecognized format)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: refused as a decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated and corrupt data as OSError/SyntaxError/ValueError.
+        raise ImageError(f"{path}: unreadable image ({exc})") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return _array_to_rgb(np.asarray(image))
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _array_to_rgb(array: np.ndarray, *, bgr: bool = False) -> Image.Image:
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ImageError(f"array of shape {array.shape} is not an image; expected HxW, HxWx3 or HxWx4")
+    if array.dtype != np.uint8:
+        array = _to_uint8(array)
+    if bgr and array.shape[2] >= 3:
+        array = array[:, :, [2, 1, 0] + ([3] if array.shape[2] == 4 else [])]
+    if array.shape[2] == 1:
+        return Image.fromarray(np.ascontiguousarray(np.repeat(array, 3, axis=2)), "RGB")
+    if array.shape[2] == 4:
+        return _to_rgb(Image.fromarray(np.ascontiguousarray(array), "RGBA"))
+    return Image.fromarray(np.ascontiguousarray(array), "RGB")
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale integer images of more than 8 bits, and float images on 0..1, to 0..255."""
+    if np.issubdtype(array.dtype, np.floating):
+        peak = float(np.nanmax(array)) if array.size else 0.0
+        scaled = array * 255.0 if peak <= 1.0 else array
+        return np.clip(np.nan_to_num(scaled), 0, 255).round().astype(np.uint8)
+    values = array.astype(np.int64)
+    if values.max(initial=0) > 255:  # 16-bit data (I;16 PNG, TIFF): keep the top 8 bits' worth
+        return np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8)
+    return np.clip(values, 0, 255).astype(np.uint8)
+
+
+def resize_and_crop(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """Resize the shorter side to ``spec.resize`` and take the centre ``spec.size`` square."""
+    width, height = image.size
+    short = spec.resize
+    if width <= height:
+        new_w, new_h = short, max(short, int(short * height / width))
+    else:
+        new_w, new_h = max(short, int(short * width / height)), short
+    if (new_w, new_h) != image.size:
+        image = image.resize((new_w, new_h), _FILTERS[spec.interpolation])
+    left = int(round((new_w - spec.size) / 2.0))
+    top = int(round((new_h - spec.size) / 2.0))
+    if (left, top, new_w, new_h) != (0, 0, spec.size, spec.size):
+        image = image.crop((left, top, left + spec.size, top + spec.size))
+    return image
+
+
+def preprocess(source: ImageInput, spec: PreprocessSpec, *, bgr: bool = False) -> np.ndarray:
+    """Decode ``source`` and return the model's view of it: a (size, size, 3) uint8 RGB array."""
+    image = load_rgb(source, min_side=spec.resize, bgr=bgr)
+    return np.asarray(resize_and_crop(image, spec), dtype=np.uint8)
+
+
+def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32, normalized with the spec's mean and std."""
+    mean = np.asarray(spec.mean, dtype=np.float32) * 255.0
+    inv_std = 1.0 / (np.asarray(spec.std, dtype=np.float32) * 255.0)
+    out = (pixels.astype(np.float32) - mean) * inv_std
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def to_model_input(pixels: np.ndarray, spec: PreprocessSpec, *, layout: str, dtype: str) -> np.ndarray:
+    """Turn a uint8 NHWC batch into what a graph input of ``layout`` and ``dtype`` expects."""
+    if dtype == "uint8":
+        return pixels if layout == "NHWC" else np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
+    nchw = normalize(pixels, spec).astype(dtype, copy=False)
+    return nchw if layout == "NCHW" else np.ascontiguousarray(nchw.transpose(0, 2, 3, 1))

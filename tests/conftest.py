@@ -1,0 +1,33 @@
+"""Shared fixtures: a small synthetic dataset and a tiny model trained on it once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 classes x 60 images (48 train / 12 val each), 32x32 PNGs."""
+    from edgecnn.synth import synthesize
+
+    root = tmp_path_factory.mktemp("shapes")
+    synthesize(root, classes=3, per_class=60, size=32, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, shapes_dir: Path) -> Path:
+    """A run folder of tinycnn trained for a few seconds: best.pt, last.pt, metrics.json, curves.png."""
+    from edgecnn.train import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("run") / "tiny"
+    train(shapes_dir, run, TrainConfig(arch="tinycnn", img_size=32, epochs=4, batch_size=16, lr=5e-3, device="cpu"),
+          progress=False)
+    return run
+
+
+@pytest.fixture(scope="session")
+def checkpoint(trained_run: Path) -> Path:
+    return trained_run / "best.pt"
