@@ -1,0 +1,69 @@
+"""onnxruntime sessions: execution-provider choice (cpu, cuda, auto) and thread settings.
+
+    session, provider = create_session("model.onnx", device="auto", threads=2)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnxruntime as ort
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ModelError(ValueError):
+    """A model file that cannot be used; the message names the file and the reason."""
+
+
+def available_devices() -> list[str]:
+    providers = ort.get_available_providers()
+    return ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in providers else [])
+
+
+def providers_for(device: str) -> list[str]:
+    """Execution providers for ``device``; ``cuda`` where the GPU build is missing is an error."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "cuda" and not has_cuda:
+        raise ValueError(
+            "device 'cuda' needs onnxruntime's GPU build (pip install onnxruntime-gpu) and an NVIDIA GPU; "
+            f"this onnxruntime {ort.__version__} offers {', '.join(ort.get_available_providers())}; use --device cpu"
+        )
+    if device in ("cuda", "auto") and has_cuda:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def session_options(threads: int | None = None, *, optimized_model_path: str | None = None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Without spinning, a thread that finishes early sleeps instead of burning the core a neighbour needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0" if threads == 1 else "1")
+    if optimized_model_path:
+        options.optimized_model_filepath = optimized_model_path
+    return options
+
+
+def create_session(model_path: str | os.PathLike, *, device: str = "auto", threads: int | None = None) -> tuple[ort.InferenceSession, str]:
+    """Load ``model_path`` with the providers for ``device``; return the session and the provider actually used."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    providers = providers_for(device)
+    try:
+        session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file
+        text = str(exc).strip().splitlines()
+        raise ModelError(f"{path}: not a loadable ONNX model ({text[-1] if text else type(exc).__name__})") from None
+    used = session.get_providers()[0]
+    if device == "cuda" and used != "CUDAExecutionProvider":
+        raise ModelError(f"{path}: the CUDA execution provider failed to start (driver or CUDA libraries missing); use --device cpu")
+    return session, ("cuda" if used == "CUDAExecutionProvider" else "cpu")
