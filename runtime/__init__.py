@@ -1,17 +1,67 @@
 """edgecnn's standalone runtime: onnxruntime, numpy and Pillow only, so that it runs on a Raspberry Pi.
 
-    from edgecnn.runtime import PreprocessSpec, preprocess
+    from edgecnn.runtime import Classifier
+    clf = Classifier("model.int8.onnx")            # labels and preprocessing come from the model's metadata
+    print(clf.classify("cat.jpg", top_k=3).top)    # [Class(index=2, label='cat', prob=0.93), ...]
+
+OpenCV (cameras, video) and picamera2 are imported only when frames are read.
 """
 
-from .preprocess import IMAGE_EXTENSIONS, ImageError, load_rgb, normalize, preprocess, to_model_input
+from .classifier import (
+    Classifier,
+    FileResult,
+    FrameResult,
+    Prediction,
+    StageTimes,
+    StreamStats,
+    check_external_data,
+    read_labels,
+)
+from .decode import Class, is_uncertain, looks_like_probabilities, margin, softmax, top_k
+from .preprocess import (
+    IMAGE_EXTENSIONS,
+    ImageError,
+    is_image_file,
+    load_rgb,
+    normalize,
+    preprocess,
+    to_model_input,
+)
+from .session import DEVICES, ModelError, available_devices, create_session, providers_for
+from .sources import BadPath, CameraError, FrameSource, expand_paths, open_frames
 from .spec import PreprocessSpec
 
 __all__ = [
+    "DEVICES",
     "IMAGE_EXTENSIONS",
+    "BadPath",
+    "CameraError",
+    "Class",
+    "Classifier",
+    "FileResult",
+    "FrameResult",
+    "FrameSource",
     "ImageError",
+    "ModelError",
+    "Prediction",
     "PreprocessSpec",
+    "StageTimes",
+    "StreamStats",
+    "available_devices",
+    "check_external_data",
+    "create_session",
+    "expand_paths",
+    "is_image_file",
+    "is_uncertain",
     "load_rgb",
+    "looks_like_probabilities",
+    "margin",
     "normalize",
+    "open_frames",
     "preprocess",
+    "providers_for",
+    "read_labels",
+    "softmax",
     "to_model_input",
+    "top_k",
 ]

@@ -1,0 +1,178 @@
+"""`edgecnn classify images|camera`: run an ONNX classifier on files or on a camera/video stream.
+
+Needs only the base install (onnxruntime, numpy, Pillow); `camera` also needs OpenCV or picamera2.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .common import float_triple
+
+# Where `edgecnn demo` writes its INT8 model; the default of -m.
+DEFAULT_MODEL = Path("edgecnn-demo") / "model.int8.onnx"
+
+
+def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by both subcommands: the model, where it runs, and how its answers are decoded."""
+    options = [
+        click.option("-m", "--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help=f"ONNX model. [default: {DEFAULT_MODEL}, made by `edgecnn demo`]"),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="onnxruntime execution provider; auto takes CUDA when available."),
+        click.option("--threads", type=click.IntRange(1), default=None, help="Inference threads. [default: onnxruntime's]"),
+        click.option("-k", "--top-k", type=click.IntRange(1), default=5, show_default=True, help="Classes per answer."),
+        click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                     help="Flag an answer as uncertain when its probability is below this."),
+        click.option("--min-margin", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                     help="Flag an answer as uncertain when first minus second probability is below this."),
+        click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                     help="Label file, one per line (models without edgecnn metadata)."),
+        click.option("--size", type=click.IntRange(8), default=None, help="Input size (models without metadata)."),
+        click.option("--mean", callback=float_triple, default=None, help="R,G,B mean on the 0..1 scale (models without metadata)."),
+        click.option("--std", callback=float_triple, default=None, help="R,G,B std on the 0..1 scale (models without metadata)."),
+        click.option("--json", "as_json", is_flag=True, help="One JSON object per line."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def load_classifier(model: Path | None, *, device: str, threads: int | None, labels, size, mean, std):
+    from ..runtime import Classifier
+
+    if model is None:
+        model = DEFAULT_MODEL
+        if not model.is_file():
+            raise click.ClickException(
+                f"no model given and {model} does not exist; run `edgecnn demo` to make it, or pass -m MODEL.onnx"
+            )
+    clf = Classifier(model, device=device, threads=threads, labels=labels, size=size, mean=mean, std=std)
+    info = clf.describe()
+    click.echo(f"model {info['model']} ({info['precision']}, {info['input']}, {info['classes']} classes) on {info['device']}",
+               err=True)
+    return clf
+
+
+@click.group("classify")
+def classify() -> None:
+    """Classify image files or a camera/video stream with an ONNX model.
+
+    \b
+    Examples:
+      edgecnn classify images photo.jpg holiday/ --recursive
+      edgecnn classify images 'shots/*.png' -m model.int8.onnx --json
+      edgecnn classify camera --source 0 --show
+      edgecnn classify camera --source clip.mp4 --max-frames 100 --json
+    """
+
+
+@classify.command("images")
+@click.argument("paths", nargs=-1, required=True)
+@model_options
+@click.option("-r", "--recursive", is_flag=True, help="Descend into subfolders (and let ** match in globs).")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Images per model call.")
+@click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Threads decoding images.")
+def images(paths: tuple[str, ...], model: Path | None, device: str, threads: int | None, top_k: int, min_confidence: float,
+           min_margin: float, labels: Path | None, size: int | None, mean, std, as_json: bool, recursive: bool,
+           batch_size: int, workers: int) -> None:
+    """Classify image files: PATHS are files, folders (their images; subfolders with -r) or globs.
+
+    Prints one line per file: the top label, its probability, the margin over the second class and the
+    runners-up; UNCERTAIN marks answers below --min-confidence or --min-margin. A file that cannot be
+    read gets an error line and the rest go on; the exit code is 1 if any file failed.
+
+    \b
+    Examples:
+      edgecnn classify images cat.jpg dog.png
+      edgecnn classify images photos/ -r --json > results.jsonl
+      edgecnn classify images 'data/**/*.jpg' -r --min-confidence 0.6 --min-margin 0.2
+      edgecnn classify images x.jpg -m resnet.onnx --labels imagenet.txt --size 224 \\
+          --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+    """
+    from ..runtime import StageTimes, expand_paths
+    from ..runtime import output as fmt
+
+    clf = load_classifier(model, device=device, threads=threads, labels=labels, size=size, mean=mean, std=std)
+    times = StageTimes()
+    width = 40
+    if not as_json:
+        click.echo(fmt.table_header(width))
+    start = time.perf_counter()
+    try:
+        for result in clf.classify_paths(expand_paths(paths, recursive=recursive), batch_size=batch_size, workers=workers,
+                                         top_k=top_k, min_confidence=min_confidence, min_margin=min_margin, timings=times):
+            if as_json:
+                obj = fmt.result_dict(result.path, result.prediction) if result.ok else fmt.error_dict(result.path, result.error)
+                click.echo(fmt.json_line(obj))
+            elif result.ok:
+                click.echo(fmt.table_row(result.path, result.prediction, width=width))
+            else:
+                click.echo(fmt.error_row(result.path, result.error, width=width))
+    except KeyboardInterrupt:
+        click.echo("interrupted; " + fmt.summary_line(images=times.images, failed=times.failed,
+                                                      seconds=time.perf_counter() - start), err=True)
+        raise SystemExit(130) from None
+    click.echo(fmt.summary_line(images=times.images, failed=times.failed, seconds=time.perf_counter() - start), err=True)
+    if times.failed:
+        raise SystemExit(1)
+
+
+@classify.command("camera")
+@model_options
+@click.option("-s", "--source", default="0", show_default=True,
+              help="Camera index, video file, stream URL, or 'picamera' (Raspberry Pi camera via picamera2).")
+@click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after classifying this many frames.")
+@click.option("--every", type=click.IntRange(1), default=1, show_default=True, help="Classify every N-th frame.")
+@click.option("--show", is_flag=True, help="Open a window with the label, probability and FPS drawn on the frame.")
+def camera(model: Path | None, device: str, threads: int | None, top_k: int, min_confidence: float, min_margin: float,
+           labels: Path | None, size: int | None, mean, std, as_json: bool, source: str, max_frames: int | None,
+           every: int, show: bool) -> None:
+    """Classify frames from a camera, a video file or a stream, printing the top answer and FPS per frame.
+
+    Ctrl-C (or q in the --show window) stops with a summary: frames, mean FPS and mean latency. A camera
+    that cannot be opened or disconnects ends with a message and exit code 1.
+
+    \b
+    Examples:
+      edgecnn classify camera                           # camera 0, the demo's INT8 model
+      edgecnn classify camera --source clip.mp4 --every 5 --json
+      edgecnn classify camera --source rtsp://10.0.0.7/stream --show
+      edgecnn classify camera --source picamera         # Raspberry Pi camera module
+    """
+    from ..runtime import CameraError, StreamStats, open_frames
+    from ..runtime import output as fmt
+    from ..runtime.sources import Window
+
+    clf = load_classifier(model, device=device, threads=threads, labels=labels, size=size, mean=mean, std=std)
+    window = Window() if show else None
+    stats = StreamStats()
+    frames = open_frames(source)
+    click.echo(f"reading {frames.describe()}", err=True)
+    failure = None
+    try:
+        for result in clf.classify_frames(frames, every=every, max_frames=max_frames, top_k=top_k,
+                                          min_confidence=min_confidence, min_margin=min_margin, bgr=frames.bgr,
+                                          stats=stats):
+            click.echo(fmt.json_line(fmt.frame_dict(result)) if as_json else fmt.frame_row(result))
+            if window is not None and not window.show(result.image, fmt.caption(result)):
+                break
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+    except CameraError as exc:
+        failure = str(exc)
+    finally:
+        frames.close()
+        if window is not None:
+            window.close()
+    click.echo(fmt.stream_summary(stats, frames.describe()), err=True)
+    if failure:
+        raise click.ClickException(failure)
+
+
+__all__ = ["DEFAULT_MODEL", "camera", "classify", "images"]
