@@ -1,0 +1,178 @@
+"""This machine's FP32 peak, measured once with a large single-thread matrix product and cached.
+
+    gflops = fp32_peak_gflops()          # e.g. 95.0; cached in ~/.cache/edgecnn/peak.json
+
+The peak is what one core reaches in a well-tuned SGEMM, the practical roof a convolution can hope
+for rather than the datasheet's FMA-units x clock figure. Two SGEMMs are timed, each pinned to one
+thread in a fresh subprocess: numpy's BLAS, and onnxruntime's own MatMul (MLAS, the kernels the models
+run on; its one-node model is encoded here by hand, since the base install has no onnx). The better
+of the two is the peak.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .fileio import atomic_write_text
+
+SIZE = 512  # 0.27 GFLOP, ~3 ms: long enough to hide call overhead, short enough that some runs get a core alone
+REPEATS = 60
+
+# Runs in the subprocess: best of REPEATS products, after two to warm the caches and the BLAS.
+_PROBE = """
+import json, sys, time
+import numpy as np
+n, repeats = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+a = rng.standard_normal((n, n), dtype=np.float32)
+b = rng.standard_normal((n, n), dtype=np.float32)
+out = np.empty((n, n), dtype=np.float32)
+for _ in range(2):
+    np.matmul(a, b, out=out)
+best = float("inf")
+for _ in range(repeats):
+    t = time.perf_counter()
+    np.matmul(a, b, out=out)
+    best = min(best, time.perf_counter() - t)
+print(json.dumps({"seconds": best, "gflops": 2 * n**3 / best / 1e9}))
+"""
+
+# The same product through onnxruntime: a MatMul model A[n,n] x B[n,n], one intra-op thread.
+_ORT_PROBE = """
+import json, sys, time
+import numpy as np
+import onnxruntime as ort
+n, repeats = int(sys.argv[1]), int(sys.argv[2])
+options = ort.SessionOptions()
+options.intra_op_num_threads = 1
+options.inter_op_num_threads = 1
+session = ort.InferenceSession(bytes.fromhex(sys.stdin.read().strip()), options, providers=["CPUExecutionProvider"])
+rng = np.random.default_rng(0)
+feed = {"A": rng.standard_normal((n, n), dtype=np.float32), "B": rng.standard_normal((n, n), dtype=np.float32)}
+for _ in range(2):
+    session.run(None, feed)
+best = float("inf")
+for _ in range(repeats):
+    t = time.perf_counter()
+    session.run(None, feed)
+    best = min(best, time.perf_counter() - t)
+print(json.dumps({"seconds": best, "gflops": 2 * n**3 / best / 1e9}))
+"""
+
+_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass  # not Linux: platform.processor() below is the best we have
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD extensions that matter to convolution kernels (x86 only; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
+                return [f for f in wanted if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "edgecnn" / "peak.json"
+
+
+def _key() -> str:
+    import onnxruntime as ort  # part of the key: a new build may bring a new BLAS/MLAS, and the cache should notice
+
+    return f"{cpu_model()}|numpy {np.__version__}|onnxruntime {ort.__version__}|{platform.machine()}"
+
+
+# ----------------------------------------------------------------- a one-node ONNX model, by hand
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes | str | int) -> bytes:
+    if isinstance(payload, int):
+        return _varint(number << 3) + _varint(payload)
+    data = payload.encode() if isinstance(payload, str) else payload
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def matmul_model(n: int) -> bytes:
+    """ModelProto bytes of Y = MatMul(A, B), all float32 [n, n], opset 13 (field numbers from onnx.proto)."""
+
+    def value_info(name: str) -> bytes:
+        dims = b"".join(_field(1, _field(1, n)) for _ in range(2))  # TensorShapeProto.dim.dim_value
+        tensor = _field(1, 1) + _field(2, dims)  # TypeProto.Tensor: elem_type FLOAT, shape
+        return _field(1, name) + _field(2, _field(1, tensor))  # ValueInfoProto: name, type.tensor_type
+
+    node = _field(1, "A") + _field(1, "B") + _field(2, "Y") + _field(4, "MatMul")
+    graph = _field(1, node) + _field(2, "peak") + _field(11, value_info("A")) + _field(11, value_info("B")) + _field(12, value_info("Y"))
+    return _field(1, 8) + _field(8, _field(2, 13)) + _field(7, graph)  # ir_version 8, opset_import {version 13}, graph
+
+
+def _probe(code: str, size: int, repeats: int, timeout: float, stdin: str = "") -> float:
+    env = dict(os.environ, **{v: "1" for v in _THREAD_VARS})
+    done = subprocess.run([sys.executable, "-c", code, str(size), str(repeats)], env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False, input=stdin)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the FP32 peak probe failed: {tail}")
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["gflops"])
+
+
+def measure_peak_gflops(*, size: int = SIZE, repeats: int = REPEATS, timeout: float = 120.0) -> dict[str, float]:
+    """Single-thread SGEMM GFLOP/s (2 * n^3 / best time) of numpy's BLAS and onnxruntime's MLAS, each in a subprocess."""
+    return {"numpy": _probe(_PROBE, size, repeats, timeout),
+            "onnxruntime": _probe(_ORT_PROBE, size, repeats, timeout, stdin=matmul_model(size).hex())}
+
+
+def fp32_peak_gflops(*, refresh: bool = False, cache_file: Path | None = None) -> float:
+    """The cached single-thread FP32 peak for this machine; measured (a few seconds) on first use or with ``refresh``.
+
+    The cache keeps the best figure ever measured: a busy neighbour can only make a probe slower, so the
+    maximum is the closest to the machine's real roof, and ``refresh`` can only improve it.
+    """
+    path = cache_file or _cache_file()
+    key = _key()
+    cached: dict = {}
+    if path.is_file():
+        try:
+            cached = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cached = {}  # a damaged cache is re-measured, never trusted
+    entry = cached.get(key)
+    known = float(entry["gflops"]) if isinstance(entry, dict) and isinstance(entry.get("gflops"), (int, float)) else None
+    if known is not None and not refresh:
+        return known
+    probes = measure_peak_gflops()
+    gflops = max(*probes.values(), known or 0.0)
+    cached[key] = {"gflops": gflops, "last_probes": probes,
+                   "method": f"SGEMM {SIZE}x{SIZE}, 1 thread, best of {REPEATS}, numpy and onnxruntime; best ever kept"}
+    try:
+        atomic_write_text(path, json.dumps(cached, indent=1))
+    except OSError:
+        pass  # a read-only home still gets the figure, just not cached
+    return gflops

@@ -1,0 +1,209 @@
+"""`edgecnn bench`: the arithmetic (deterministic, with an injected clock), the JSON schema, the CLI, no-torch use."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgecnn.bench import (
+    KIND_CLASSIFY,
+    KIND_NAIVE,
+    BenchError,
+    bench,
+    efficiency,
+    format_table,
+    onnx_macs,
+    percentile,
+    summarize,
+    write_outputs,
+)
+from edgecnn.cli import cli
+
+REQUIRED = {"model", "backend", "precision", "batch", "threads", "init_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
+            "throughput_ips", "peak_rss_mb"}
+
+
+@pytest.fixture(scope="module")
+def onnx_model(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgecnn.export import export_onnx
+
+    out = tmp_path_factory.mktemp("bench") / "tiny.onnx"
+    export_onnx(checkpoint, out)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The FP32 peak cache goes to a temporary folder, never the user's ~/.cache.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def ticking_clock(step: float = 0.001):
+    """A clock that advances by ``step`` seconds on every reading: every timed span is exactly one step."""
+    counter = itertools.count()
+    return lambda: next(counter) * step
+
+
+# ------------------------------------------------------------------------------------------ arithmetic
+def test_percentile_matches_numpy_linear() -> None:
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 100):
+        values = rng.exponential(size=n).tolist()
+        for q in (0, 50, 90, 99, 100):
+            assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-12)
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_summarize_known_numbers() -> None:
+    s = summarize([0.001, 0.002, 0.003, 0.004], images_per_run=2)
+    assert s["min_ms"] == pytest.approx(1.0) and s["max_ms"] == pytest.approx(4.0)
+    assert s["p50_ms"] == pytest.approx(2.5) and s["mean_ms"] == pytest.approx(2.5)
+    assert s["p90_ms"] == pytest.approx(3.7)  # 1 + 0.9 * 3 ranks in: between 3 and 4
+    assert s["std_ms"] == pytest.approx(math.sqrt(1.25))
+    assert s["throughput_ips"] == pytest.approx(800.0)  # 2 images per 2.5 ms
+
+
+def test_efficiency_known_numbers() -> None:
+    gflops, fraction = efficiency(1_000_000, 2, 1.0, peak_gflops=8.0, threads=1)
+    assert gflops == pytest.approx(4.0)  # 2 FLOP/MAC x 1e6 MAC x 2 images / 1 ms
+    assert fraction == pytest.approx(0.5)
+    assert efficiency(None, 1, 1.0, peak_gflops=8.0) == (None, None)
+    _, no_peak = efficiency(1_000_000, 1, 1.0, peak_gflops=None)
+    assert no_peak is None
+
+
+# ---------------------------------------------------------------------------------------- the library
+def test_bench_in_process_with_injected_clock(onnx_model: Path) -> None:
+    report = bench([onnx_model], batches=[1, 3], threads=[1], warmup=2, runs=7, isolate=False,
+                   peak_gflops=100.0, clock=ticking_clock(0.001))
+    assert [(r.batch, r.threads) for r in report.rows] == [(1, 1), (3, 1)]
+    for row in report.rows:
+        assert row.note == "" and row.runs == 7 and row.precision == "fp32" and row.backend == "onnxruntime"
+        assert row.p50_ms == pytest.approx(1.0) and row.p99_ms == pytest.approx(1.0) and row.std_ms == pytest.approx(0.0)
+        assert row.init_ms == pytest.approx(1.0) and row.first_ms == pytest.approx(1.0)
+        assert row.throughput_ips == pytest.approx(1000.0 * row.batch)
+        assert row.rss_scope == "process-so-far" and row.peak_rss_mb > 10
+        assert row.macs and row.macs > 0
+        assert row.gflops == pytest.approx(2 * row.macs * row.batch / 1e-3 / 1e9)
+        assert row.peak_fraction == pytest.approx(row.gflops / 100.0)
+    assert "tiny.onnx" in format_table(report) and "| model |" in format_table(report, markdown=True)
+
+
+def test_onnx_macs_equal_torch_count(checkpoint: Path, onnx_model: Path) -> None:
+    from edgecnn.checkpoint import load_checkpoint
+    from edgecnn.models import count_macs
+
+    ckpt = load_checkpoint(checkpoint)
+    assert onnx_macs(onnx_model) == count_macs(ckpt.build_model(), ckpt.spec.size)
+
+
+def test_end_to_end_rows(onnx_model: Path, shapes_dir: Path) -> None:
+    report = bench([onnx_model], threads=[2], warmup=1, runs=2, images_dir=shapes_dir / "val", images_limit=6,
+                   images_batch=4, isolate=False, peak_gflops=100.0, clock=ticking_clock(0.006))
+    kinds = {r.kind: r for r in report.rows}
+    e2e, naive = kinds[KIND_CLASSIFY], kinds[KIND_NAIVE]
+    for row in (e2e, naive):
+        assert row.note == "" and row.images == 6 and row.runs == 2 and row.threads == 2
+        assert row.p50_ms == pytest.approx(1.0)  # one 6 ms tick per pass over 6 images: 1 ms per image
+        assert row.throughput_ips == pytest.approx(1000.0)
+    assert e2e.batch == 4 and naive.batch == 1
+    assert set(e2e.stages_ms) >= {"infer", "wall"} and all(v >= 0 for v in e2e.stages_ms.values())
+    assert "ms per image" in format_table(report)
+
+
+def test_workers_isolated_and_outputs(onnx_model: Path, tmp_path: Path) -> None:
+    report = bench([onnx_model, onnx_model], runs=5, warmup=1, peak_gflops=50.0)
+    assert len(report.rows) == 2
+    for row in report.rows:
+        assert row.note == "" and row.rss_scope == "row" and row.runs == 5
+        assert row.import_ms is not None and row.import_ms > 0
+        assert 0 < row.min_ms <= row.p50_ms <= row.p90_ms <= row.p99_ms <= row.max_ms
+    written = write_outputs(report, tmp_path / "out")
+    assert [p.name for p in written] == ["bench.json", "bench.png"]
+    data = json.loads(written[0].read_text())
+    assert REQUIRED <= set(data["rows"][0]) and data["peak_gflops"] == 50.0
+    from PIL import Image
+
+    assert Image.open(written[1]).size[0] > 400
+
+
+def test_a_row_that_cannot_run_is_reported_not_raised(onnx_model: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a model")
+    report = bench([onnx_model, bad], runs=3, warmup=0, peak_gflops=50.0)
+    good, broken = report.rows
+    assert good.note == "" and good.p50_ms is not None
+    assert broken.note.startswith("unavailable:") and "broken.onnx" in broken.note and broken.p50_ms is None
+
+
+def test_bad_input_is_rejected(onnx_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(BenchError, match="no such model"):
+        bench([tmp_path / "missing.onnx"])
+    with pytest.raises(BenchError, match="runs or seconds"):
+        bench([onnx_model], runs=3, seconds=1.0)
+    with pytest.raises(BenchError, match="batch"):
+        bench([onnx_model], batches=[0])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BenchError, match="no image files"):
+        bench([onnx_model], images_dir=tmp_path / "empty")
+
+
+# -------------------------------------------------------------------------------------------- the CLI
+def test_cli_json_schema_and_torch_rows(onnx_model: Path, checkpoint: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["bench", str(onnx_model), "--runs", "3", "--warmup", "1", "--torch",
+                                      str(checkpoint), "--no-compile", "--json", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert [(r["backend"], r["variant"]) for r in data["rows"]] == [("onnxruntime", ""), ("torch", "eager")]
+    for row in data["rows"]:
+        assert REQUIRED <= set(row)
+        assert row["model"] in (str(onnx_model), str(checkpoint))  # the path as given
+        assert row["p50_ms"] > 0 and row["throughput_ips"] > 0 and row["peak_rss_mb"] > 0
+    onnx_row, torch_row = data["rows"]
+    assert torch_row["macs"] == onnx_row["macs"]  # counted from the torch module and from the ONNX graph
+    assert data["peak_gflops"] > 0
+    assert (tmp_path / "o" / "bench.json").is_file() and (tmp_path / "o" / "bench.png").is_file()
+
+
+def test_cli_table_and_errors(onnx_model: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["bench", str(onnx_model), "--runs", "3", "--warmup", "0", "--in-process", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "p50" in result.output and "img/s" in result.output and "tiny.onnx" in result.output
+    result = runner.invoke(cli, ["bench", str(onnx_model), "--runs", "3", "--seconds", "1"])
+    assert result.exit_code == 2 and "not both" in result.output
+    result = runner.invoke(cli, ["bench", str(onnx_model), "--batch", "1,x"])
+    assert result.exit_code == 2 and "comma-separated" in result.output
+    result = runner.invoke(cli, ["bench"])
+    assert result.exit_code == 2 and "at least one" in result.output
+
+
+def test_bench_runs_without_torch(onnx_model: Path, tmp_path: Path) -> None:
+    # A `torch` and an `onnx` that refuse to import, first on the path of the parent and of every worker.
+    block = tmp_path / "block"
+    block.mkdir()
+    for name in ("torch", "onnx"):
+        (block / f"{name}.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
+    code = (
+        "import json, sys\n"
+        "import edgecnn.bench as b\n"
+        "assert 'torch' not in sys.modules\n"
+        f"r = b.bench([{str(onnx_model)!r}], runs=3, warmup=1, peak_gflops=50.0)\n"
+        "print(json.dumps(r.to_dict()))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(block), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)["rows"][0]
+    assert row["note"] == "" and row["p50_ms"] > 0
+    assert row["macs"] is None  # no onnx and no edgecnn.macs metadata: the column stays empty, not guessed
