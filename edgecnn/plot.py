@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -205,8 +206,9 @@ def heatmap(
         image.paste(rotated, (int(left + k * cell + (cell - rotated.width) / 2), top - 6 - rotated.height), rotated)
     tw, _ = text_size(draw, title, 16)
     draw.text(((image.width - tw) / 2, 10), title, fill="black", font=font(16))
-    draw.text((left, top + cell * n + 2), f"{xlabel} →", fill=AXIS, font=font(12))
-    draw.text((4, 30), f"{ylabel} ↓", fill=AXIS, font=font(12))
+    # ASCII only: Pillow's built-in font has no arrow glyphs and would draw boxes.
+    draw.text((left, top + cell * n + 2), f"{xlabel} (columns)", fill=AXIS, font=font(12))
+    draw.text((4, 30), f"{ylabel} (rows)", fill=AXIS, font=font(12))
     del peak
     return image
 
@@ -231,3 +233,81 @@ def vstack(images: Sequence[Image.Image], gap: int = 8) -> Image.Image:
         out.paste(im, (0, y))
         y += im.height + gap
     return out
+
+
+# Viridis sampled at nine points (matplotlib's values): perceptually even, and readable in grey print.
+_VIRIDIS = [(68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
+            (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37)]
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """Map an array of values in [0, 1] to viridis RGB (..., 3) uint8; NaN becomes white (no data)."""
+    anchors = np.asarray(_VIRIDIS, dtype=np.float32)
+    v = np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0) * (len(anchors) - 1)
+    lo = np.floor(v).astype(int).clip(0, len(anchors) - 2)
+    frac = (v - lo)[..., None]
+    rgb = anchors[lo] * (1 - frac) + anchors[lo + 1] * frac
+    rgb[np.isnan(values)] = 255.0
+    return rgb.round().astype(np.uint8)
+
+
+def flat_tile(size: tuple[int, int], text: str) -> Image.Image:
+    """A tile for data with nothing to show (a dead channel): grey, hatched, and saying so."""
+    tile = Image.new("RGB", size, "#d9d9d9")
+    draw = ImageDraw.Draw(tile)
+    for offset in range(-size[1], size[0], 8):
+        draw.line([(offset, size[1]), (offset + size[1], 0)], fill="#bdbdbd")
+    tw, th = text_size(draw, text, 12)
+    draw.rectangle([(size[0] - tw) / 2 - 3, (size[1] - th) / 2 - 3, (size[0] + tw) / 2 + 3, (size[1] + th) / 2 + 5],
+                   fill="white")
+    draw.text(((size[0] - tw) / 2, (size[1] - th) / 2 - 2), text, fill=HIGHLIGHT, font=font(12))
+    return tile
+
+
+def image_grid(
+    tiles: Sequence[Image.Image],
+    labels: Sequence[str],
+    *,
+    title: str,
+    subtitle: str = "",
+    columns: int | None = None,
+    label_size: int = 11,
+    gap: int = 6,
+) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
+    """Tiles in rows under a title, each with its label below; returns the picture and each tile's box.
+
+    Tiles may differ in size; each cell is as large as the largest tile. The boxes (left, top, right,
+    bottom) let a caller or a test find every tile again in the picture.
+    """
+    assert len(tiles) == len(labels), "one label per tile"
+    n = len(tiles)
+    columns = columns or max(1, min(n, math.ceil(math.sqrt(n * 1.6))))
+    rows = max(1, math.ceil(n / columns))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_h = text_size(probe, "Ag0", label_size)[1] + 6 if any(labels) else 0
+    label_w = max((text_size(probe, s, label_size)[0] for s in labels), default=0)
+    cell_w = max([label_w + 4, *(t.width for t in tiles)]) if tiles else 40
+    cell_h = max((t.height for t in tiles), default=40) + label_h
+    top = 40 + (20 if subtitle else 0)
+    width = max(16 + columns * (cell_w + gap), text_size(probe, title, 16)[0] + 24,
+                text_size(probe, subtitle, 13)[0] + 24)
+    height = top + rows * (cell_h + gap) + 8
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    boxes = []
+    x0 = (width - columns * (cell_w + gap) + gap) // 2
+    for k, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
+        r, c = divmod(k, columns)
+        x = x0 + c * (cell_w + gap) + (cell_w - tile.width) // 2
+        y = top + r * (cell_h + gap)
+        image.paste(tile, (x, y))
+        boxes.append((x, y, x + tile.width, y + tile.height))
+        if label:
+            tw, _ = text_size(draw, label, label_size)
+            draw.text((x + (tile.width - tw) / 2, y + tile.height + 2), label, fill=AXIS, font=font(label_size))
+    tw, _ = text_size(draw, title, 16)
+    draw.text(((width - tw) / 2, 10), title, fill="black", font=font(16))
+    if subtitle:
+        tw, _ = text_size(draw, subtitle, 13)
+        draw.text(((width - tw) / 2, 34), subtitle, fill=AXIS, font=font(13))
+    return image, boxes
