@@ -398,7 +398,8 @@ def _onnx_view(path: Path) -> ModelView:
         note = "ONNX weights, BatchNorm folded; the input scaling folded in by export is undone"
 
     # Activations: Relu outputs (or Conv outputs where a quantized graph has no Relu), as extra graph outputs.
-    candidates = [n.output[0] for n in graph.node if n.op_type == "Relu"] or [c[3].output[0] for c in convs]
+    candidates = [n.output[0] for n in graph.node if n.op_type == "Relu"] or [_dequantized(c[3].output[0], graph)
+                                                                                for c in convs]
     inferred = onnx.shape_inference.infer_shapes(model)
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*inferred.graph.value_info, *inferred.graph.output]}
     candidates = [c for c in candidates if ranks.get(c, 4) == 4]
@@ -433,11 +434,24 @@ def _onnx_view(path: Path) -> ModelView:
         values = dict(zip(out_names, session.run(None, {inp.name: x}), strict=True))
         scores = np.asarray(values[prob_name], dtype=np.float32)
         probs = scores if looks_like_probabilities(scores) else softmax(scores)
-        acts = [(f"{kind.lower()}{candidates.index(n) + 1}", f"{kind} output {n!r}", np.asarray(values[n], np.float32)[0])
+        acts = [(f"{kind.lower()}{candidates.index(n) + 1}",
+                 f"{kind} output {n!r}" + (" as int8 (ReLU folded into the quantization)"
+                                           if producers.get(n) is not None and producers[n].op_type == "DequantizeLinear" else ""),
+                 np.asarray(values[n], np.float32)[0])
                 for n in chosen]
         return acts, probs[0]
 
     return ModelView("onnx", spec, first, first_name, [(n, w, g) for n, w, g, _ in convs[1:]], note, run)
+
+
+def _dequantized(name: str, graph: Any) -> str:
+    """In a QDQ graph the ReLU is folded into the Conv's QuantizeLinear; the activation is what comes out of it."""
+    users = [n for n in graph.node if name in n.input]
+    if len(users) == 1 and users[0].op_type == "QuantizeLinear":
+        after = [n for n in graph.node if users[0].output[0] in n.input]
+        if len(after) == 1 and after[0].op_type == "DequantizeLinear":
+            return after[0].output[0]
+    return name
 
 
 def _scale_folded(conv: Any, producers: dict[str, Any]) -> bool:
