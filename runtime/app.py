@@ -1,0 +1,219 @@
+"""The command line of a deploy bundle: `edgecnn classify` on the standard library's argparse, no click.
+
+    python3 app.pyz photo.jpg photos/ --json             # model.onnx beside app.pyz
+    python3 app.pyz --camera --source 0 --max-frames 100
+    python -m edgecnn.runtime.app photo.jpg -m model.onnx
+
+Same output (runtime/output.py), uncertainty flag, error lines and exit codes as `edgecnn classify`:
+1 when a file, the model or the camera failed, 2 for a usage error, 130 on Ctrl-C in a batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+MODEL_FILE = "model.onnx"  # what `edgecnn deploy` names the model beside app.pyz
+
+_EPILOG = """\
+examples:
+  python3 app.pyz photo.jpg dog.png
+  python3 app.pyz photos/ -r --json > results.jsonl
+  python3 app.pyz 'shots/*.jpg' --top-k 3 --min-confidence 0.6 --min-margin 0.2
+  python3 app.pyz --camera                               # USB camera 0 (needs opencv-python-headless)
+  python3 app.pyz --camera --source picamera --json      # Raspberry Pi camera module (picamera2)
+  python3 app.pyz --camera --source clip.mp4 --max-frames 100
+"""
+
+
+class _Fail(Exception):
+    """An error that ends the program with one line on stderr and exit code 1."""
+
+
+def bundle_dir() -> Path | None:
+    """The folder holding app.pyz when running from one (this file is then app.pyz/<package>/app.py)."""
+    archive = Path(__file__).resolve().parent.parent
+    return archive.parent if archive.is_file() and zipfile.is_zipfile(archive) else None
+
+
+def default_model() -> Path:
+    folder = bundle_dir()
+    if folder is None:
+        raise _Fail("no model given; pass -m MODEL.onnx (the default, model.onnx beside app.pyz, applies only to a bundle)")
+    model = folder / MODEL_FILE
+    if not model.is_file():
+        raise _Fail(f"{model} is missing; the bundle is incomplete (check it with sha256sum -c SHA256SUMS) or pass -m MODEL.onnx")
+    return model
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give an integer >= 1")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number between 0 and 1")
+    return value
+
+
+def _triple(text: str) -> tuple[float, float, float]:
+    try:
+        items = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not three comma-separated numbers, e.g. 0.5,0.5,0.5") from None
+    if len(items) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r}: give three values (R,G,B), e.g. 0.5,0.5,0.5")
+    return items  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="app.pyz",
+        description="Classify image files, or a camera/video stream with --camera, using the bundle's ONNX model. "
+                    "Prints a table, or one JSON object per line with --json; UNCERTAIN marks answers below "
+                    "--min-confidence or --min-margin. Exit code 1 if any file failed.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="*", metavar="IMAGE", help="Image files, folders (their images) or globs.")
+    parser.add_argument("-m", "--model", type=Path, default=None, help="ONNX model. [default: model.onnx beside app.pyz]")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="onnxruntime execution provider; auto takes CUDA when available. [default: auto]")
+    parser.add_argument("--threads", type=_positive_int, default=None, help="Inference threads. [default: onnxruntime's]")
+    parser.add_argument("-k", "--top-k", type=_positive_int, default=5, help="Classes per answer. [default: 5]")
+    parser.add_argument("--min-confidence", type=_unit_float, default=0.0,
+                        help="Flag an answer as uncertain when its probability is below this. [default: 0]")
+    parser.add_argument("--min-margin", type=_unit_float, default=0.0,
+                        help="Flag an answer as uncertain when first minus second probability is below this. [default: 0]")
+    parser.add_argument("--labels", type=Path, default=None, help="Label file, one per line (models without edgecnn metadata).")
+    parser.add_argument("--size", type=_positive_int, default=None, help="Input size (models without metadata).")
+    parser.add_argument("--mean", type=_triple, default=None, help="R,G,B mean on the 0..1 scale (models without metadata).")
+    parser.add_argument("--std", type=_triple, default=None, help="R,G,B std on the 0..1 scale (models without metadata).")
+    parser.add_argument("--json", dest="as_json", action="store_true", help="One JSON object per line.")
+    files = parser.add_argument_group("image files")
+    files.add_argument("-r", "--recursive", action="store_true", help="Descend into subfolders (and let ** match in globs).")
+    files.add_argument("--batch-size", type=_positive_int, default=16, help="Images per model call. [default: 16]")
+    files.add_argument("--workers", type=_positive_int, default=2, help="Threads decoding images. [default: 2]")
+    camera = parser.add_argument_group("camera")
+    camera.add_argument("--camera", action="store_true", help="Classify frames from --source instead of files.")
+    camera.add_argument("-s", "--source", default="0",
+                        help="Camera index, video file, stream URL, or 'picamera' (Raspberry Pi camera). [default: 0]")
+    camera.add_argument("--max-frames", type=_positive_int, default=None, help="Stop after classifying this many frames.")
+    camera.add_argument("--every", type=_positive_int, default=1, help="Classify every N-th frame. [default: 1]")
+    camera.add_argument("--show", action="store_true", help="Open a window with the label, probability and FPS drawn on.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.camera and args.paths:
+        parser.error("give IMAGE paths or --camera, not both")
+    if not args.camera and not args.paths:
+        parser.error("give one or more IMAGE paths, or --camera")
+    try:
+        clf = _load(args)
+        return _camera(clf, args) if args.camera else _images(clf, args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: a message, not a traceback
+        if os.environ.get("EDGECNN_DEBUG"):
+            raise
+        text = str(exc).strip()
+        print(f"Error: {text.splitlines()[0] if text else type(exc).__name__}", file=sys.stderr)
+        return 1
+
+
+def _load(args: argparse.Namespace):
+    from .classifier import Classifier
+
+    model = args.model if args.model is not None else default_model()
+    if args.labels is not None and not args.labels.is_file():
+        raise _Fail(f"{args.labels}: no such label file")
+    clf = Classifier(model, device=args.device, threads=args.threads, labels=args.labels, size=args.size,
+                     mean=args.mean, std=args.std)
+    info = clf.describe()
+    print(f"model {info['model']} ({info['precision']}, {info['input']}, {info['classes']} classes) on {info['device']}",
+          file=sys.stderr)
+    return clf
+
+
+def _images(clf, args: argparse.Namespace) -> int:
+    from . import output as fmt
+    from .classifier import StageTimes
+    from .sources import expand_paths
+
+    times = StageTimes()
+    width = 40
+    if not args.as_json:
+        print(fmt.table_header(width), flush=True)
+    start = time.perf_counter()
+    try:
+        for result in clf.classify_paths(expand_paths(args.paths, recursive=args.recursive), batch_size=args.batch_size,
+                                         workers=args.workers, top_k=args.top_k, min_confidence=args.min_confidence,
+                                         min_margin=args.min_margin, timings=times):
+            if args.as_json:
+                obj = fmt.result_dict(result.path, result.prediction) if result.ok else fmt.error_dict(result.path, result.error)
+                print(fmt.json_line(obj), flush=True)
+            elif result.ok:
+                print(fmt.table_row(result.path, result.prediction, width=width), flush=True)
+            else:
+                print(fmt.error_row(result.path, result.error, width=width), flush=True)
+    except KeyboardInterrupt:
+        print("interrupted; " + fmt.summary_line(images=times.images, failed=times.failed,
+                                                 seconds=time.perf_counter() - start), file=sys.stderr)
+        return 130
+    print(fmt.summary_line(images=times.images, failed=times.failed, seconds=time.perf_counter() - start), file=sys.stderr)
+    return 1 if times.failed else 0
+
+
+def _camera(clf, args: argparse.Namespace) -> int:
+    from . import output as fmt
+    from .classifier import StreamStats
+    from .sources import CameraError, Window, open_frames
+
+    window = Window() if args.show else None
+    stats = StreamStats()
+    frames = open_frames(args.source)
+    print(f"reading {frames.describe()}", file=sys.stderr)
+    failure = None
+    try:
+        for result in clf.classify_frames(frames, every=args.every, max_frames=args.max_frames, top_k=args.top_k,
+                                          min_confidence=args.min_confidence, min_margin=args.min_margin,
+                                          bgr=frames.bgr, stats=stats):
+            print(fmt.json_line(fmt.frame_dict(result)) if args.as_json else fmt.frame_row(result), flush=True)
+            if window is not None and not window.show(result.image, fmt.caption(result)):
+                break
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    except CameraError as exc:
+        failure = str(exc)
+    finally:
+        frames.close()
+        if window is not None:
+            window.close()
+    print(fmt.stream_summary(stats, frames.describe()), file=sys.stderr)
+    if failure:
+        print(f"Error: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
