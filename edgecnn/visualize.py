@@ -401,7 +401,9 @@ def _onnx_view(path: Path) -> ModelView:
     candidates = [n.output[0] for n in graph.node if n.op_type == "Relu"] or [_dequantized(c[3].output[0], graph)
                                                                                 for c in convs]
     inferred = onnx.shape_inference.infer_shapes(model)
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    known = [*inferred.graph.value_info, *inferred.graph.output]
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in known}
+    dtypes = {v.name: v.type.tensor_type.elem_type for v in known}  # fp16 models have float16 activations
     candidates = [c for c in candidates if ranks.get(c, 4) == 4]
     chosen = [candidates[i] for i in _depths(len(candidates))]
     existing = {o.name for o in graph.output}
@@ -409,7 +411,7 @@ def _onnx_view(path: Path) -> ModelView:
     probe.CopyFrom(model)
     for name in chosen:
         if name not in existing:
-            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, dtypes.get(name) or onnx.TensorProto.FLOAT, None))
     try:
         session = ort.InferenceSession(probe.SerializeToString(), sess_options=session_options(1),
                                        providers=["CPUExecutionProvider"])

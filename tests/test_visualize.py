@@ -170,6 +170,15 @@ def test_onnx_model_shows_the_same_network(checkpoint: Path, shapes_dir: Path, t
     written = visualize(int8, tmp_path / "viz8", image=_image(shapes_dir))
     assert len(written) == 6 and all(p.is_file() for p in written)
 
+    # An FP16 model: float16 weights and activations (the extra outputs must be declared float16).
+    fp16 = tmp_path / "tiny.fp16.onnx"
+    quantize(model, shapes_dir / "train", fp16, fp16=True, force=True)
+    h_view = load_view(fp16)
+    np.testing.assert_allclose(h_view.first_kernels, view.first_kernels, atol=2e-3 * scale)
+    h_acts, h_probs = h_view.run(pixels)
+    np.testing.assert_allclose(h_probs, pt_probs, atol=2e-3)
+    np.testing.assert_allclose(h_acts[-1][2], pt_acts[-1][2], atol=2e-2 * float(np.abs(pt_acts[-1][2]).max()))
+
 
 def _copy_run(trained_run: Path, dest: Path) -> Path:
     """The session's run folder is shared; the report is written into a copy of it."""
