@@ -104,7 +104,8 @@ def _fit(array: np.ndarray, box: int) -> Image.Image:
     image = Image.fromarray(array)
     longest = max(image.width, image.height)
     if longest <= box:
-        return _upscale(array, box - box % longest if longest <= box // 2 else longest)
+        factor = box // longest
+        return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
     scale = box / longest
     return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BOX)
 
@@ -420,7 +421,7 @@ def _onnx_view(path: Path) -> ModelView:
     inp = session.get_inputs()[0]
     out_names = [o.name for o in session.get_outputs()]
     prob_name = "probabilities" if "probabilities" in out_names else out_names[0]
-    kind = "Relu" if graph.node and any(n.op_type == "Relu" for n in graph.node) else "Conv"
+    kind = "Relu" if any(n.op_type == "Relu" for n in graph.node) else "Conv"
 
     def run(pixels: np.ndarray) -> tuple[list[tuple[str, str, np.ndarray]], np.ndarray]:
         from .runtime.decode import looks_like_probabilities, softmax
