@@ -68,6 +68,10 @@ sys.exit(main())
 """
 
 
+_BUNDLE_INIT = '''"""edgecnn's runtime inside a deploy bundle (app.pyz): app.py imports the modules it needs."""
+'''
+
+
 class DeployError(ValueError):
     """A bundle that cannot be made; the message names the value and the fix."""
 
@@ -161,7 +165,11 @@ def build_app(target: str | os.PathLike) -> Path:
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
             _add(zf, "__main__.py", _MAIN.encode())
             for path in sources:
-                _add(zf, f"{BUNDLE_PACKAGE}/{path.name}", path.read_bytes())
+                # The package's own __init__ imports the whole API (numpy, Pillow, onnxruntime); in the bundle,
+                # app.py imports modules as it needs them, so that --help and the "install the requirements"
+                # message work before anything is installed.
+                data = _BUNDLE_INIT.encode() if path.name == "__init__.py" else path.read_bytes()
+                _add(zf, f"{BUNDLE_PACKAGE}/{path.name}", data)
     target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return target
 

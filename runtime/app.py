@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 MODEL_FILE = "model.onnx"  # what `edgecnn deploy` names the model beside app.pyz
+_REQUIRED = {"numpy": "numpy", "PIL": "pillow", "onnxruntime": "onnxruntime"}  # import name -> pip name
 
 _EPILOG = """\
 examples:
@@ -132,6 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        package = _REQUIRED.get((exc.name or "").split(".")[0])
+        if package is None:
+            raise
+        print(f"Error: the Python package {package} is not installed; install the bundle's requirements: "
+              "python3 -m venv venv && venv/bin/pip install -r requirements.txt, then run venv/bin/python app.pyz "
+              "(see README.md)", file=sys.stderr)
+        return 1
     except Exception as exc:  # the last line of defence: a message, not a traceback
         if os.environ.get("EDGECNN_DEBUG"):
             raise

@@ -161,6 +161,15 @@ def test_bundle_errors_are_one_line(bundle: Path, plain_python: str, images: lis
     assert "opencv" in camera.stderr.lower() and "Traceback" not in camera.stderr
 
 
+def test_bundle_without_requirements_says_what_to_install(bundle: Path, images: list[str], tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, capture_output=True)
+    bare = str(tmp_path / "bare" / "bin" / "python")
+    assert run_app(bare, bundle, "--help").returncode == 0  # argparse only: --help works before any install
+    out = run_app(bare, bundle, images[0])
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("Error: the Python package ") and "pip install -r requirements.txt" in out.stderr
+
+
 def test_bundle_camera_reads_a_video(bundle: Path, shapes_dir: Path, tmp_path: Path) -> None:
     cv2 = pytest.importorskip("cv2")
     import numpy as np
