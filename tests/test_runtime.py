@@ -448,3 +448,39 @@ def test_streaming_memory_is_flat_on_a_large_folder(tmp_path) -> None:
     print("rss growth MB", growth)
     assert growth["stream"] < 8, growth  # flat: the pipeline holds ~2 batches, whatever the folder size
     assert growth["leak"] > 25, growth  # the measurement can see a leak of this size
+
+
+# ------------------------------------------------------------------------- a real model from edgecnn export
+@pytest.fixture(scope="module")
+def exported(checkpoint, tmp_path_factory) -> dict[str, Path]:
+    """The session's trained tinycnn exported both ways: uint8 NHWC (the default) and float NCHW."""
+    export = pytest.importorskip("edgecnn.export")
+    root = tmp_path_factory.mktemp("exported")
+    return {kind: export.export_onnx(checkpoint, root / f"{kind}.onnx", input=kind).path for kind in ("uint8-nhwc", "float-nchw")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["uint8-nhwc", "float-nchw"])
+def test_exported_model_matches_torch_through_the_runtime(exported, checkpoint, shapes_dir, kind) -> None:
+    import torch
+
+    from edgecnn.checkpoint import load_checkpoint
+    from edgecnn.data import EvalSet, scan_class_folders
+    from edgecnn.train import pixels_to_tensor
+
+    ckpt = load_checkpoint(checkpoint)
+    clf = Classifier(exported[kind], device="cpu", threads=1)
+    assert clf.spec == ckpt.spec  # labels, size and preprocessing all came from the model's metadata
+    assert (clf.input_layout, clf.input_dtype) == (("NHWC", "uint8") if kind == "uint8-nhwc" else ("NCHW", "float32"))
+    files = scan_class_folders(shapes_dir / "val")
+    samples = [(path, i) for i, name in enumerate(sorted(files)) for path in files[name]]
+    evalset = EvalSet(samples, ckpt.spec, threads=1)  # the training code's validation pipeline
+    runtime_pixels = np.stack([clf.preprocess(path) for path, _ in samples])
+    np.testing.assert_array_equal(runtime_pixels, np.stack(evalset.images))  # same pixels, bit for bit
+    with torch.no_grad():
+        expected = torch.softmax(ckpt.build_model()(pixels_to_tensor(torch.from_numpy(runtime_pixels), ckpt.spec,
+                                                                      torch.device("cpu"))), dim=1).numpy()
+    np.testing.assert_allclose(clf.predict_pixels(runtime_pixels), expected, atol=1e-4)
+    streamed = list(clf.classify_paths([path for path, _ in samples], batch_size=8, top_k=3))
+    assert [r.prediction.index for r in streamed] == expected.argmax(1).tolist()
+    assert [r.prediction.label for r in streamed] == [ckpt.spec.labels[i] for i in expected.argmax(1)]

@@ -34,8 +34,8 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                      help="Label file, one per line (models without edgecnn metadata)."),
         click.option("--size", type=click.IntRange(8), default=None, help="Input size (models without metadata)."),
-        click.option("--mean", callback=float_triple, default=None, help="R,G,B mean on the 0..1 scale (models without metadata)."),
-        click.option("--std", callback=float_triple, default=None, help="R,G,B std on the 0..1 scale (models without metadata)."),
+        click.option("--mean", callback=float_triple, default=None, metavar="R,G,B", help="R,G,B mean on the 0..1 scale (models without metadata)."),
+        click.option("--std", callback=float_triple, default=None, metavar="R,G,B", help="R,G,B std on the 0..1 scale (models without metadata)."),
         click.option("--json", "as_json", is_flag=True, help="One JSON object per line."),
     ]
     for option in reversed(options):
@@ -72,7 +72,7 @@ def classify() -> None:
     """
 
 
-@classify.command("images")
+@classify.command("images", short_help="Classify image files, folders or globs.")
 @click.argument("paths", nargs=-1, required=True)
 @model_options
 @click.option("-r", "--recursive", is_flag=True, help="Descend into subfolders (and let ** match in globs).")
@@ -123,9 +123,9 @@ def images(paths: tuple[str, ...], model: Path | None, device: str, threads: int
         raise SystemExit(1)
 
 
-@classify.command("camera")
+@classify.command("camera", short_help="Classify a camera, video file or stream, frame by frame.")
 @model_options
-@click.option("-s", "--source", default="0", show_default=True,
+@click.option("-s", "--source", default="0", show_default=True, metavar="0|FILE|URL|picamera",
               help="Camera index, video file, stream URL, or 'picamera' (Raspberry Pi camera via picamera2).")
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after classifying this many frames.")
 @click.option("--every", type=click.IntRange(1), default=1, show_default=True, help="Classify every N-th frame.")
