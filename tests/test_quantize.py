@@ -1,0 +1,167 @@
+"""Quantization: INT8 accuracy and agreement, metadata kept, uint8 input kept, the accuracy gate, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+from importlib import import_module
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from edgecnn.runtime.spec import META_PRECISION
+
+from edgecnn.cli import cli
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("torch")
+
+Q = import_module("edgecnn.export.quantize")  # the module (edgecnn.export.quantize is also the function)
+
+
+def _tinted(root: Path, *, train: int = 60, val: int = 40, seed: int = 0) -> None:
+    """3 classes of noise images told apart by a tint of random strength: learnable in seconds, not trivially."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train), ("val", val)):
+        for c, name in enumerate(("red", "green", "blue")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 150, (32, 32, 3)) + rng.integers(0, 60, 3)
+                img[..., c] += int(rng.integers(15, 90))
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / split / name / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """180 training and 120 validation images (one validation image is 0.83 points)."""
+    root = tmp_path_factory.mktemp("tints")
+    _tinted(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
+    """tinycnn trained for a few seconds on `data` (about 85% accurate), exported to ONNX.
+
+    The shared tinycnn fixture is near chance on its harder shapes, which would make an accuracy
+    comparison meaningless; this one has real margins for quantization to erode.
+    """
+    from edgecnn.export import export_onnx
+
+    from edgecnn.train import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("qrun")
+    train(data, run, TrainConfig(arch="tinycnn", img_size=32, epochs=3, batch_size=16, lr=5e-3, device="cpu"),
+          progress=False)
+    return export_onnx(run / "best.pt", run / "model.onnx").path
+
+
+def _meta(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def test_static_int8_accuracy_and_agreement(tmp_path: Path, fp32: Path, data: Path) -> None:
+    from edgecnn.export import quantize
+
+    out = tmp_path / "m.int8.onnx"
+    r = quantize(fp32, data / "train", out, eval_dir=data / "val")
+    assert r.written and r.passed and out.is_file() and r.precision == "int8"
+    assert r.calib_images == 180 and r.eval_images == 120 and r.agreement_on == "eval"
+    assert r.fp32_accuracy >= 0.7, "the test model should have learned something"
+    assert r.accuracy_drop <= 0.01
+    assert r.agreement >= 0.95
+    assert r.size_ratio > 2 and r.quant_bytes == out.stat().st_size
+    model = onnx.load(str(out))
+    convs = sum(1 for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv")
+    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and "weight" in n.input[0]]
+    assert len(weights) >= convs > 0  # every convolution's weights are int8
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [onnx.TensorProto.FLOAT] * 2
+    before, after = _meta(fp32), _meta(out)
+    assert after.pop(META_PRECISION) == "int8" and before.pop(META_PRECISION) == "fp32"
+    assert after == before
+
+
+def test_without_eval_reports_agreement_on_calibration(tmp_path: Path, fp32: Path, data: Path) -> None:
+    from edgecnn.export import quantize
+
+    r = quantize(fp32, data / "train", tmp_path / "q.onnx", calib_size=50, per_channel=False, method="percentile")
+    assert r.calib_images == 50 and r.agreement_on == "calibration" and r.agreement_images == 50
+    assert r.fp32_accuracy is None and r.agreement >= 0.9
+
+
+@pytest.mark.parametrize("kw, precision", [({"mode": "dynamic"}, "int8-dynamic"), ({"fp16": True}, "fp16")])
+def test_alternatives(tmp_path: Path, fp32: Path, data: Path, kw: dict, precision: str) -> None:
+    from edgecnn.export import quantize
+
+    out = tmp_path / "alt.onnx"
+    r = quantize(fp32, None, out, eval_dir=data / "val", **kw)
+    assert r.precision == precision and _meta(out)[META_PRECISION] == precision
+    assert r.agreement >= 0.95 and r.accuracy_drop <= 0.02
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    probs = session.run(["probabilities"], {"pixels": np.zeros((2, 32, 32, 3), np.uint8)})[0]
+    assert probs.dtype == np.float32 and probs.shape == (2, 3)
+
+
+def test_accuracy_gate(tmp_path: Path, fp32: Path, data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgecnn.export import QuantizeError, quantize
+
+    real = Q.predict
+
+    def broken(model, pixels, spec, kind, **kw):  # the quantized model (bytes) answers the next class
+        probs = real(model, pixels, spec, kind, **kw)
+        return np.roll(probs, 1, axis=1) if isinstance(model, bytes) else probs
+
+    monkeypatch.setattr(Q, "predict", broken)
+    out = tmp_path / "m.int8.onnx"
+    out.write_bytes(b"old")
+    with pytest.raises(QuantizeError, match="accuracy drops .* not written"):
+        quantize(fp32, data / "train", out, calib_size=20, eval_dir=data / "val")
+    assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["m.int8.onnx"]
+    r = quantize(fp32, data / "train", out, calib_size=20, eval_dir=data / "val", force=True)
+    assert r.written and not r.passed and r.accuracy_drop > 0.5 and out.read_bytes() != b"old"
+    result = CliRunner().invoke(cli, ["quantize", str(fp32), "--calib", str(data / "train"), "--calib-size", "20",
+                                      "--eval", str(data / "val"), "-o", str(tmp_path / "cli.onnx"), "--force"])
+    assert result.exit_code == 1 and "kept because of --force" in result.output
+    assert (tmp_path / "cli.onnx").is_file()
+
+
+def test_errors(tmp_path: Path, fp32: Path, data: Path) -> None:
+    from edgecnn.export import QuantizeError, quantize
+
+    text = tmp_path / "notes.onnx"
+    text.write_text("this is not a model")
+    with pytest.raises(QuantizeError, match="not an ONNX model"):
+        quantize(text, data / "train", tmp_path / "o.onnx")
+    empty = tmp_path / "empty"
+    (empty / "cls").mkdir(parents=True)
+    with pytest.raises(QuantizeError, match="no images found"):
+        quantize(fp32, empty, tmp_path / "o.onnx")
+    bare = onnx.load(str(fp32))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(QuantizeError, match="no edgecnn metadata"):
+        quantize(tmp_path / "bare.onnx", data / "train", tmp_path / "o.onnx")
+    with pytest.raises(QuantizeError, match="needs calibration images"):
+        quantize(fp32, None, tmp_path / "o.onnx")
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_cli(tmp_path: Path, fp32: Path, data: Path) -> None:
+    out = tmp_path / "cli.int8.onnx"
+    result = CliRunner().invoke(cli, ["quantize", str(fp32), "--calib", str(data / "train"), "--calib-size", "32",
+                                      "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["precision"] == "int8" and report["calib_images"] == 32 and report["agreement_images"] == 32
+    assert out.is_file()
+    text = tmp_path / "x.onnx"
+    text.write_text("nope")
+    bad = CliRunner().invoke(cli, ["quantize", str(text), "--calib", str(data / "train")])
+    assert bad.exit_code == 1 and bad.output.startswith("Error: ") and "not an ONNX model" in bad.output
+    usage = CliRunner().invoke(cli, ["quantize", str(fp32)])
+    assert usage.exit_code == 2 and "--calib" in usage.output
