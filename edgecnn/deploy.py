@@ -319,8 +319,8 @@ def bundle_readme(*, name: str, labels: tuple[str, ...] | list[str], precision: 
 _README_TEMPLATE = """\
 # {name}: an edgecnn image classifier bundle
 
-A {precision} ONNX image classifier ({size}x{size} input; classes: {labels}) with a small runtime that
-needs only Python, onnxruntime, numpy and Pillow: no torch, no onnx, no edgecnn.
+An ONNX image classifier ({precision}, {size}x{size} input; classes: {labels}) with a small runtime
+that needs only Python, onnxruntime, numpy and Pillow: no torch, no onnx, no edgecnn.
 
 | file | what it is |
 | --- | --- |
