@@ -11,6 +11,7 @@ are imported only when frames are asked for: the base install classifies files w
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -98,6 +99,11 @@ class FrameSource:
         self._cap: Any = None
         self._picam: Any = None
         if self.source == PICAMERA:
+            self.kind, self.bgr = "picamera", True
+            self._open_picamera(width or 640, height or 480)
+            return
+        if self.source == "0" and _missing("cv2") and not _missing("picamera2"):
+            # A Raspberry Pi with picamera2 but no OpenCV: its camera is the natural "camera 0".
             self.kind, self.bgr = "picamera", True
             self._open_picamera(width or 640, height or 480)
             return
@@ -207,6 +213,10 @@ class Window:
 
     def close(self) -> None:
         self._cv2.destroyWindow(self.title)
+
+
+def _missing(module: str) -> bool:
+    return importlib.util.find_spec(module) is None
 
 
 def _import_cv2(*, for_what: str):

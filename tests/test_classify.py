@@ -214,3 +214,49 @@ def test_camera_index_that_does_not_exist(model) -> None:
     pytest.importorskip("cv2")
     result = CliRunner().invoke(cli, ["classify", "camera", "--source", "57", "-m", str(model)])
     assert result.exit_code == 1 and "cannot open camera 57" in result.output
+
+
+def test_picamera2_source_with_a_fake_module(model, monkeypatch) -> None:
+    """picamera2 exists only on a Pi: a stand-in module checks the wiring (config, BGR order, stop on failure)."""
+    import sys
+    import types
+
+    from edgecnn.runtime import CameraError, sources
+
+    class Picamera2:
+        def __init__(self):
+            self.frames = 0
+
+        def create_preview_configuration(self, main):
+            assert main["format"] == "RGB888"
+            return main
+
+        def configure(self, config):
+            self.size = config["size"]
+
+        def start(self):
+            pass
+
+        def capture_array(self):
+            self.frames += 1
+            if self.frames > 3:
+                raise RuntimeError("camera unplugged")
+            return np.full((self.size[1], self.size[0], 3), COLOURS["green"][::-1], np.uint8)
+
+        def stop(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=Picamera2))
+    monkeypatch.setattr(sources, "_missing", lambda name: name == "cv2")  # a Pi without OpenCV: "0" means picamera2
+    frames = sources.FrameSource("0")
+    assert frames.kind == "picamera" and frames.describe() == "the Raspberry Pi camera"
+    result = CliRunner().invoke(cli, ["classify", "camera", "-m", str(model), "--json"])
+    assert result.exit_code == 1 and "stopped after 3 frames (camera unplugged)" in result.output
+    assert [o["top"][0]["label"] for o in json_lines(result.output)] == ["green"] * 3
+    monkeypatch.delitem(sys.modules, "picamera2")
+    monkeypatch.setattr(sources, "_missing", lambda name: False)
+    with pytest.raises(CameraError, match="needs picamera2"):
+        sources.FrameSource("picamera")

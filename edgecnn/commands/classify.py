@@ -12,10 +12,11 @@ from typing import Any
 
 import click
 
+from ..defaults import DEFAULT_DEMO_DIR
 from .common import float_triple
 
 # Where `edgecnn demo` writes its INT8 model; the default of -m.
-DEFAULT_MODEL = Path("edgecnn-demo") / "model.int8.onnx"
+DEFAULT_MODEL = Path(DEFAULT_DEMO_DIR) / "model.int8.onnx"
 
 
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
