@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_CPU := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench arm64 clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+arm64: $(STAMP)
+	$(BIN)/python benchmarks/arm64_emulated.py
 
 clean:
 	rm -rf $(VENV) edgecnn-demo build *.egg-info

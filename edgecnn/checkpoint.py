@@ -94,7 +94,8 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str = "cpu") -> Ch
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError, TypeError, AttributeError) as exc:
+        # The weights-only unpickler reports foreign files with many exception types (a text file: KeyError).
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a loadable checkpoint ({first})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

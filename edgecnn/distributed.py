@@ -90,3 +90,15 @@ def broadcast_object(obj: object, ctx: DistContext) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def sync_buffers(module: torch.nn.Module, ctx: DistContext) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics).
+
+    DDP broadcasts buffers at the start of each forward, but the forward then updates them locally, so
+    after the last training step each process holds slightly different statistics. Validation must use
+    the statistics that rank 0 saves in the checkpoint, or its accuracy would not be the checkpoint's.
+    """
+    if ctx.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)

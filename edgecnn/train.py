@@ -50,7 +50,7 @@ class TrainConfig:
     weight_decay: float = DEFAULT_WEIGHT_DECAY  # decoupled for AdamW, L2 for SGD; not applied to biases and norms
     warmup_epochs: float = 1.0  # linear warm-up before the cosine decay
     label_smoothing: float = 0.1  # softens targets; makes softmax margins honest
-    crop_scale: float = 0.35  # smallest area fraction of the random resized crop
+    crop_scale: float = 0.7  # smallest area fraction of the random resized crop
     hflip: bool = False  # horizontal flips: off, since they are wrong for text, arrows and hands
     crop_pct: float = 1.0  # evaluation crop: 1.0 keeps the whole shorter side
     val_split: float = 0.2  # share held out per class when DATA_DIR has no train/ and val/
@@ -321,6 +321,7 @@ def _train(data_dir: Path, run_dir: Path, config: TrainConfig, ctx: D.DistContex
             bar.update(1, loss=loss.item())
         D.all_reduce_sum(sums, ctx)
         train_seconds = time.perf_counter() - t0
+        D.sync_buffers(plain, ctx)
         val_loss, val_acc, confusion = validate(plain, val_set, spec, ctx, channels_last=channels_last, amp_dtype=amp_dtype)
         n_seen = sums[2].item()
         row = {
@@ -353,6 +354,7 @@ def _train(data_dir: Path, run_dir: Path, config: TrainConfig, ctx: D.DistContex
     seconds = time.perf_counter() - t_start
     if ctx.is_main:
         _write_curves(run_dir, history)
+        _write_report(run_dir, split.val, say)
         if say:
             print(f"best val accuracy {best_acc:.4f} at epoch {best_epoch}; {run_dir / 'best.pt'}", file=sys.stderr)
     D.barrier(ctx)
@@ -374,6 +376,19 @@ def _write_metrics(run_dir: Path, history: list[dict[str, float]], best_acc: flo
         "device": ctx.device.type,
     }
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+
+
+def _write_report(run_dir: Path, val_samples: list, say: bool) -> None:
+    """report.html: curves, confusion, kernels, misclassified examples. A finished training never fails here."""
+    from .report import write_training_report
+
+    try:
+        path = write_training_report(run_dir, val_samples=val_samples)
+    except (OSError, ValueError) as exc:
+        log.warning("training finished, but the report could not be written: %s", exc)
+        return
+    if say:
+        print(f"report: {path}", file=sys.stderr)
 
 
 def _write_curves(run_dir: Path, history: list[dict[str, float]]) -> None:

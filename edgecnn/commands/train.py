@@ -15,7 +15,7 @@ from ..defaults import DEFAULT_ARCH, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT
 @click.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-o", "--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run folder for best.pt, last.pt, metrics.json, curves.png. Default: runs/<DATA_DIR name>.")
+              help="Run folder for best.pt, last.pt, metrics.json, curves.png, report.html. Default: runs/<DATA_DIR name>.")
 @click.option("--arch", default=DEFAULT_ARCH, show_default=True, help="Architecture; see `edgecnn models`.")
 @click.option("--img-size", type=int, default=None, help="Input side, a multiple of 8. Default: the architecture's.")
 @click.option("--epochs", type=click.IntRange(1), default=None, help=f"Passes over the training set.  [default: {DEFAULT_EPOCHS}]")
@@ -43,7 +43,8 @@ def train(data_dir: Path, run_dir: Path | None, arch: str, img_size: int | None,
     """Train a classifier on DATA_DIR: a folder per class, or train/ and val/ holding those.
 
     Writes RUN_DIR/best.pt and last.pt (atomically; they carry the architecture, labels and
-    preprocessing), metrics.json and curves.png. A killed run continues with --resume.
+    preprocessing), metrics.json, curves.png and report.html (curves, confusion matrix, kernels,
+    misclassified images). A killed run continues with --resume.
 
     \b
     Examples:
