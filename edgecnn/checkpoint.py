@@ -96,8 +96,13 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str = "cpu") -> Ch
         data = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError, TypeError, AttributeError) as exc:
         # The weights-only unpickler reports foreign files with many exception types (a text file: KeyError).
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({first})") from None
+        text = str(exc)
+        if "WeightsUnpickler error:" in text:
+            # Keep torch's reason, not its advice to retry with weights_only=False on an untrusted file.
+            reason = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        else:
+            reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a loadable checkpoint; refused by the safe (weights-only) loader: {reason}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an edgecnn checkpoint (expected format {FORMAT!r}); train one with `edgecnn train`")
     missing = [k for k in _REQUIRED if k not in data]
