@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ META_MACS = "edgecnn.macs"  # optional metadata key: multiply-accumulates of one
 DEFAULT_SECONDS = 2.0  # measured time per row when neither runs nor seconds is given
 ROUNDS = 10  # each row's runs are split into this many slices, taken in turn with the other rows
 MIN_RUNS = 3
+WARMUP_BUDGET_S = 1.0  # warm-up ends after `warmup` runs or this much run time, whichever comes first
 COMPILE_TIMEOUT_S = 180.0  # torch.compile on a small CPU can take minutes; beyond this the row says so
 
 
@@ -84,7 +85,10 @@ class BenchRow:
 
     @property
     def label(self) -> str:
-        name = Path(self.model).name
+        return self.named(Path(self.model).name)
+
+    def named(self, name: str) -> str:
+        """The row's label with ``name`` in place of the model's file name."""
         what = {KIND_MODEL: self.variant or self.backend, KIND_CLASSIFY: "classify", KIND_NAIVE: "naive"}[self.kind]
         return f"{name} {what} {self.precision} b{self.batch} t{self.threads}"
 
@@ -297,7 +301,10 @@ class _ClassifyRunner:
 
 
 class _NaiveRunner:
-    """The baseline: open, convert, resize, run one image at a time, softmax; no draft decode, no overlap."""
+    """The baseline: open, convert, resize, run one image at a time; no draft decode, no batching, no overlap.
+
+    The resize and crop are the runtime's own, so that the naive loop gives the same answers.
+    """
 
     def __init__(self, cfg: dict[str, Any], clock: Clock):
         self.cfg, self.clock = cfg, clock
@@ -308,25 +315,16 @@ class _NaiveRunner:
         from PIL import Image
 
         from edgecnn.runtime.classifier import Classifier
+        from edgecnn.runtime.preprocess import resize_and_crop
 
         t1 = self.clock()
-        # Classifier only to read the spec and layout; inference goes straight to its session.
         clf = Classifier(self.cfg["model"], device=self.cfg["device"], threads=self.cfg["threads"])
         t2 = self.clock()
-        spec, session, name = clf.spec, clf.session, clf.input_name
-        mean = np.array(spec.mean, np.float32) * 255
-        std = np.array(spec.std, np.float32) * 255
-        nhwc_uint8 = clf.input_dtype == "uint8" and clf.input_layout == "NHWC"
 
         def one(path: str) -> None:
             with Image.open(path) as im:
-                rgb = im.convert("RGB").resize((spec.size, spec.size), Image.BILINEAR)
-            x = np.asarray(rgb)[None]
-            if not nhwc_uint8:
-                x = ((x.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2).copy()
-            scores = session.run(None, {name: x})[0][0]
-            e = np.exp(scores - scores.max())
-            (e / e.sum()).argmax()
+                pixels = np.asarray(resize_and_crop(im.convert("RGB"), clf.spec), dtype=np.uint8)[None]
+            int(clf.predict_pixels(pixels)[0].argmax())
 
         self.one, self.paths = one, self.cfg["paths"]
         return {"import_ms": (t1 - t0) * 1e3, "init_ms": (t2 - t1) * 1e3, "device": clf.device,
@@ -451,7 +449,7 @@ def _worker_main(cfg_json: str) -> None:
 
 # ------------------------------------------------------------------------------------------ the bench
 def _configs(models: Sequence[str], batches: Sequence[int], threads: Sequence[int], device: str,
-             torch_checkpoint: str | None, torch_compile: bool, image_paths: list[str] | None,
+             torch_checkpoints: Sequence[str], torch_compile: bool, image_paths: list[str] | None,
              images_batch: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for b in batches:
@@ -459,9 +457,9 @@ def _configs(models: Sequence[str], batches: Sequence[int], threads: Sequence[in
             for m in models:
                 out.append({"model": m, "backend": "onnxruntime", "kind": KIND_MODEL, "variant": "", "batch": b,
                             "threads": t, "device": device})
-            if torch_checkpoint:
+            for ckpt in torch_checkpoints:
                 for variant in ("eager", "compile") if torch_compile else ("eager",):
-                    out.append({"model": torch_checkpoint, "backend": "torch", "kind": KIND_MODEL, "variant": variant,
+                    out.append({"model": ckpt, "backend": "torch", "kind": KIND_MODEL, "variant": variant,
                                 "batch": b, "threads": t, "device": device})
     if image_paths:
         for t in threads:
@@ -522,6 +520,59 @@ def onnx_macs(path: str | os.PathLike) -> int | None:
     return total or None
 
 
+def profile_operators(model: str | os.PathLike, *, threads: int = 1, batch: int = 1, runs: int = 200,
+                      device: str = "cpu") -> list[dict[str, Any]]:
+    """Where one model's time goes: onnxruntime's own profiler, summed per operator type after graph optimization.
+
+    Returns [{"op": "QLinearConv", "ms_per_run": 0.12, "share": 0.61, "nodes": 9}, ...], largest first.
+    Runs in a worker process so that the profile file and its threads leave nothing behind here.
+    """
+    code = """
+import json, os, sys, tempfile, numpy as np, onnxruntime as ort
+from edgecnn.runtime.session import providers_for, session_options
+model, threads, batch, runs, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+opts = session_options(threads)
+opts.enable_profiling = True
+opts.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
+s = ort.InferenceSession(model, opts, providers=providers_for(device))
+i = s.get_inputs()[0]
+shape = [batch] + list(i.shape[1:])
+x = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8 if i.type == "tensor(uint8)" else np.float32)
+warm = 20
+for _ in range(warm + runs):
+    s.run(None, {i.name: x})
+path = s.end_profiling()
+events = json.load(open(path))
+os.remove(path)
+runs_seen = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+cut = runs_seen[warm]["ts"] if len(runs_seen) > warm else 0
+ops = {}
+for e in events:
+    if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e["ts"] >= cut:
+        op = e.get("args", {}).get("op_name", "?")
+        total, nodes = ops.get(op, (0, set()))
+        nodes.add(e["name"])
+        ops[op] = (total + e["dur"], nodes)
+total_run = sum(e["dur"] for e in runs_seen[warm:])
+print(json.dumps({"ops": {k: [v[0], len(v[1])] for k, v in ops.items()}, "run_us": total_run, "runs": len(runs_seen) - warm}))
+"""
+    done = subprocess.run([sys.executable, "-c", code, os.fspath(model), str(threads), str(batch), str(runs), device],
+                          capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise WorkerError(f"profiling {model} failed: {tail}")
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    n = max(1, data["runs"])
+    kernel_total = sum(us for us, _ in data["ops"].values()) or 1
+    out = [{"op": op, "ms_per_run": us / n / 1e3, "share": us / kernel_total, "nodes": nodes}
+           for op, (us, nodes) in data["ops"].items()]
+    out.sort(key=lambda r: -r["ms_per_run"])
+    if data["run_us"]:  # what the kernels do not account for: session.run overhead, copies, thread hand-offs
+        out.append({"op": "(outside kernels)", "ms_per_run": max(0.0, data["run_us"] - kernel_total) / n / 1e3,
+                    "share": None, "nodes": 0})
+    return out
+
+
 def machine_info() -> dict[str, Any]:
     from .peak import cpu_flags, cpu_model
 
@@ -549,7 +600,7 @@ def bench(
     warmup: int = 10,
     runs: int | None = None,
     seconds: float | None = None,
-    torch_checkpoint: str | os.PathLike | None = None,
+    torch_checkpoint: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     torch_compile: bool = True,
     compile_timeout: float = COMPILE_TIMEOUT_S,
     images_dir: str | os.PathLike | None = None,
@@ -563,12 +614,12 @@ def bench(
 ) -> BenchReport:
     """Measure every model x batch x threads (plus torch and end-to-end rows when asked), interleaved.
 
+    ``torch_checkpoint`` (one path or several) adds PyTorch rows: eager, and torch.compile unless
+    ``torch_compile`` is False (a compile that fails or outlasts ``compile_timeout`` is reported, not raised).
     ``runs`` fixes the measured runs per row; ``seconds`` sets a time budget per row instead (default 2 s).
     ``isolate`` runs each row in its own process (honest per-row memory); ``False`` runs them here, with
     ``clock`` for the timings, which makes the arithmetic testable. ``peak_gflops`` None measures (cached).
     """
-    if not models and not torch_checkpoint:
-        raise BenchError("give at least one .onnx model (or --torch CHECKPOINT)")
     models = [os.fspath(m) for m in models]
     for m in models:
         if not Path(m).is_file():
@@ -586,10 +637,18 @@ def bench(
             raise BenchError(f"{name} values must be integers >= 1, got {list(values)}")
     if device not in ("cpu", "cuda", "auto"):
         raise BenchError(f"device must be cpu, cuda or auto, got {device!r}")
-    ckpt = os.fspath(torch_checkpoint) if torch_checkpoint else None
-    if ckpt:
+    if torch_checkpoint is None:
+        ckpts: list[str] = []
+    elif isinstance(torch_checkpoint, (str, os.PathLike)):
+        ckpts = [os.fspath(torch_checkpoint)]
+    else:
+        ckpts = [os.fspath(c) for c in torch_checkpoint]
+    for ckpt in ckpts:
         if not Path(ckpt).is_file():
             raise BenchError(f"{ckpt}: no such checkpoint; --torch takes a .pt file written by `edgecnn train`")
+    if not models and not ckpts:
+        raise BenchError("give at least one .onnx model (or --torch CHECKPOINT)")
+    if ckpts:
         import importlib.util
 
         if importlib.util.find_spec("torch") is None:
@@ -601,7 +660,7 @@ def bench(
         seconds = DEFAULT_SECONDS
     say = progress or (lambda _msg: None)
 
-    configs = _configs(models, list(batches), list(threads), device, ckpt, torch_compile, paths, images_batch)
+    configs = _configs(models, list(batches), list(threads), device, ckpts, torch_compile, paths, images_batch)
     rows = [BenchRow(model=c["model"], backend=c["backend"], precision="fp32" if c["backend"] == "torch" else "unknown",
                      batch=c["batch"], threads=c["threads"], kind=c["kind"], variant=c["variant"], device=device,
                      images=len(paths) if c["kind"] != KIND_MODEL and paths else None) for c in configs]
@@ -620,7 +679,8 @@ def bench(
     try:
         # Setup, first run and warm-up one row at a time: these are single events, not distributions.
         for i, cfg in enumerate(configs):
-            say(f"setting up {i + 1}/{len(configs)}: {rows[i].label}")
+            say(f"setting up {i + 1}/{len(configs)}: {Path(cfg['model']).name} {cfg['variant'] or cfg['backend']} "
+                f"{cfg['kind']} b{cfg['batch']} t{cfg['threads']}")
             slow = cfg["variant"] == "compile"
             try:
                 handles[i] = handle_type(cfg, clock)
@@ -631,7 +691,11 @@ def bench(
                 first = handles[i].call("run", timeout=compile_timeout if slow else 300, n=1)["seconds"]
                 per_image = rows[i].images or 1
                 rows[i].first_ms = first[0] * 1e3 / per_image if cfg["kind"] != KIND_MODEL else first[0] * 1e3
-                warm = handles[i].call("run", timeout=300, n=warmup if cfg["kind"] == KIND_MODEL else min(warmup, 1))["seconds"]
+                # One run per call, so that a pathologically slow row (a thread count fighting its neighbours)
+                # stops warming up after WARMUP_BUDGET_S instead of after `warmup` slow runs.
+                warm: list[float] = []
+                while len(warm) < (warmup if cfg["kind"] == KIND_MODEL else min(warmup, 1)) and sum(warm) < WARMUP_BUDGET_S:
+                    warm += handles[i].call("run", timeout=600, n=1)["seconds"]
                 estimate = percentile(warm, 50) if warm else first[0]
                 target[i] = runs if runs is not None else max(MIN_RUNS, math.ceil(seconds / max(estimate, 1e-7)))
             except WorkerError as exc:
@@ -702,24 +766,31 @@ COLUMNS = [  # (header, attribute, format)
 ]
 
 
-def table_rows(report: BenchReport) -> list[list[str]]:
+def _label(row: BenchRow, names: Mapping[str, str] | None) -> str:
+    return row.named(names[row.model]) if names and row.model in names else row.label
+
+
+def table_rows(report: BenchReport, names: Mapping[str, str] | None = None) -> list[list[str]]:
     out = []
     for row in report.rows:
         if row.note:
-            out.append([row.label, row.note])
+            out.append([_label(row, names), row.note])
             continue
         cells = []
         for _, attr, fmt in COLUMNS:
-            value = getattr(row, attr)
+            value = _label(row, names) if attr == "label" else getattr(row, attr)
             cells.append("-" if value is None else fmt.format(value))
         out.append(cells)
     return out
 
 
-def format_table(report: BenchReport, *, markdown: bool = False) -> str:
-    """The readable table: times in ms (end-to-end rows: per image, amortized), memory in MB."""
+def format_table(report: BenchReport, *, markdown: bool = False, names: Mapping[str, str] | None = None) -> str:
+    """The readable table: times in ms (end-to-end rows: per image, amortized), memory in MB.
+
+    ``names`` maps a model path to the name shown for it (default: the file name).
+    """
     header = [h for h, _, _ in COLUMNS]
-    body = table_rows(report)
+    body = table_rows(report, names)
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
         for cells in body:
@@ -736,18 +807,18 @@ def format_table(report: BenchReport, *, markdown: bool = False) -> str:
     for row in report.rows:
         if row.stages_ms:
             split = ", ".join(f"{k} {v:.2f}" for k, v in row.stages_ms.items())
-            lines.append(f"  {row.label}: ms per image: {split}")
+            lines.append(f"  {_label(row, names)}: ms per image: {split}")
     return "\n".join(lines)
 
 
-def chart(report: BenchReport):
+def chart(report: BenchReport, names: Mapping[str, str] | None = None):
     """bench.png: throughput and p50 latency of every measured row, side by side."""
     from .plot import bar_chart, hstack
 
     rows = [r for r in report.rows if r.throughput_ips is not None]
     if not rows:
         return None
-    labels = [r.label for r in rows]
+    labels = [_label(r, names) for r in rows]
     best = max(range(len(rows)), key=lambda i: rows[i].throughput_ips or 0.0)
     left = bar_chart(labels, [r.throughput_ips or 0.0 for r in rows], title="throughput (images/s, higher is better)",
                      highlight=best, value_format="{:.0f}")
@@ -757,14 +828,14 @@ def chart(report: BenchReport):
     return hstack([left, right])
 
 
-def write_outputs(report: BenchReport, out_dir: str | os.PathLike) -> list[Path]:
+def write_outputs(report: BenchReport, out_dir: str | os.PathLike, names: Mapping[str, str] | None = None) -> list[Path]:
     """OUT/bench.json and OUT/bench.png, each written atomically."""
     from .fileio import atomic_path, atomic_write_text
 
     out = Path(out_dir)
     written = [out / "bench.json"]
     atomic_write_text(written[0], json.dumps(report.to_dict(), indent=1))
-    image = chart(report)
+    image = chart(report, names)
     if image is not None:
         with atomic_path(out / "bench.png") as tmp:
             image.save(tmp, format="PNG")

@@ -23,6 +23,7 @@ from edgecnn.bench import (
     format_table,
     onnx_macs,
     percentile,
+    profile_operators,
     summarize,
     write_outputs,
 )
@@ -146,6 +147,21 @@ def test_a_row_that_cannot_run_is_reported_not_raised(onnx_model: Path, tmp_path
     assert broken.note.startswith("unavailable:") and "broken.onnx" in broken.note and broken.p50_ms is None
 
 
+def test_profile_operators_accounts_for_the_convolutions(onnx_model: Path) -> None:
+    ops = profile_operators(onnx_model, runs=5)
+    by_op = {r["op"]: r for r in ops}
+    assert "Conv" in by_op and by_op["Conv"]["nodes"] >= 3  # tinycnn: three convolutions
+    kernels = [r for r in ops if r["share"] is not None]
+    assert sum(r["share"] for r in kernels) == pytest.approx(1.0)
+    assert all(r["ms_per_run"] >= 0 for r in ops)
+
+
+def test_names_replace_file_names_in_the_table(onnx_model: Path) -> None:
+    report = bench([onnx_model], runs=2, warmup=0, isolate=False, peak_gflops=10.0, clock=ticking_clock())
+    text = format_table(report, names={str(onnx_model): "tinycnn@32"})
+    assert "tinycnn@32 onnxruntime fp32 b1 t1" in text and "tiny.onnx" not in text
+
+
 def test_bad_input_is_rejected(onnx_model: Path, tmp_path: Path) -> None:
     with pytest.raises(BenchError, match="no such model"):
         bench([tmp_path / "missing.onnx"])
@@ -153,6 +169,8 @@ def test_bad_input_is_rejected(onnx_model: Path, tmp_path: Path) -> None:
         bench([onnx_model], runs=3, seconds=1.0)
     with pytest.raises(BenchError, match="batch"):
         bench([onnx_model], batches=[0])
+    with pytest.raises(BenchError, match="no such checkpoint"):
+        bench([onnx_model], torch_checkpoint=[tmp_path / "a.pt", tmp_path / "b.pt"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(BenchError, match="no image files"):
         bench([onnx_model], images_dir=tmp_path / "empty")
@@ -207,3 +225,10 @@ def test_bench_runs_without_torch(onnx_model: Path, tmp_path: Path) -> None:
     row = json.loads(done.stdout)["rows"][0]
     assert row["note"] == "" and row["p50_ms"] > 0
     assert row["macs"] is None  # no onnx and no edgecnn.macs metadata: the column stays empty, not guessed
+
+
+def test_suite_without_demo_says_to_run_it(tmp_path: Path) -> None:
+    suite = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+    done = subprocess.run([sys.executable, str(suite), "--demo", str(tmp_path / "nothing")], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0 and "make demo" in done.stderr and "Traceback" not in done.stderr
