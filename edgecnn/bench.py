@@ -573,6 +573,34 @@ print(json.dumps({"ops": {k: [v[0], len(v[1])] for k, v in ops.items()}, "run_us
     return out
 
 
+def cold_starts(model: str | os.PathLike, *, repeats: int = 5, device: str = "cpu",
+                threads: int | None = 1) -> list[dict[str, float]]:
+    """What a device pays before its first image, ``repeats`` times, each in a fresh interpreter.
+
+    Returns [{"import_s": ..., "session_s": ...}, ...]: ``import edgecnn.runtime`` then ``create_session``.
+    Interpreter start-up itself is not included. One cold start is a single noisy event; several give a median.
+    """
+    code = """
+import json, sys, time
+t0 = time.perf_counter()
+import edgecnn.runtime
+from edgecnn.runtime.session import create_session
+t1 = time.perf_counter()
+create_session(sys.argv[1], device=sys.argv[2], threads=None if sys.argv[3] == "none" else int(sys.argv[3]))
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "session_s": t2 - t1}))
+"""
+    out = []
+    for _ in range(repeats):
+        done = subprocess.run([sys.executable, "-c", code, os.fspath(model), device, str(threads or "none")],
+                              capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise WorkerError(f"cold start of {model} failed: {tail}")
+        out.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return out
+
+
 def machine_info() -> dict[str, Any]:
     from .peak import cpu_flags, cpu_model
 

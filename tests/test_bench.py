@@ -19,6 +19,7 @@ from edgecnn.bench import (
     KIND_NAIVE,
     BenchError,
     bench,
+    cold_starts,
     efficiency,
     format_table,
     onnx_macs,
@@ -154,6 +155,11 @@ def test_profile_operators_accounts_for_the_convolutions(onnx_model: Path) -> No
     kernels = [r for r in ops if r["share"] is not None]
     assert sum(r["share"] for r in kernels) == pytest.approx(1.0)
     assert all(r["ms_per_run"] >= 0 for r in ops)
+
+
+def test_cold_starts_time_import_and_session(onnx_model: Path) -> None:
+    (start,) = cold_starts(onnx_model, repeats=1)
+    assert 0 < start["import_s"] < 30 and 0 < start["session_s"] < 30
 
 
 def test_names_replace_file_names_in_the_table(onnx_model: Path) -> None:
