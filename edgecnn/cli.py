@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Optional modules and the extra that installs each: the base install runs classify, bench and deploy.
+EXTRAS = {"torch": "edgecnn[train]", "onnx": "edgecnn[train]", "onnxscript": "edgecnn[train]", "cv2": "edgecnn[camera]"}
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -42,7 +46,7 @@ class LazyGroup(click.Group):
         try:
             mod = import_module(f"edgecnn.commands.{module}")
         except ModuleNotFoundError as exc:
-            if exc.name and exc.name.split(".")[0] in ("torch", "onnx", "onnxscript", "cv2"):
+            if exc.name and exc.name.split(".")[0] in EXTRAS:
                 return _missing_extra(name, exc.name)
             raise
         return getattr(mod, attr)
@@ -51,6 +55,13 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except ModuleNotFoundError as exc:
+            root = (exc.name or "").split(".")[0]
+            if root in EXTRAS:
+                raise click.ClickException(
+                    f"`edgecnn {ctx.invoked_subcommand}` needs {root}, which is not installed: pip install '{EXTRAS[root]}'"
+                ) from None
             raise
         except Exception as exc:  # the last line of defence: a message, not a traceback
             if os.environ.get("EDGECNN_DEBUG"):
@@ -64,11 +75,11 @@ class LazyGroup(click.Group):
 
 
 def _missing_extra(name: str, module: str) -> click.Command:
+    root = module.split(".")[0]
+
     @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
     def stub() -> None:
-        raise click.ClickException(
-            f"`edgecnn {name}` needs {module}, which is not installed; install the training extra: pip install 'edgecnn[train]'"
-        )
+        raise click.ClickException(f"`edgecnn {name}` needs {root}, which is not installed: pip install '{EXTRAS[root]}'")
 
     return stub
 
