@@ -86,7 +86,10 @@ def add_uint8_preprocessing(model: onnx.ModelProto, spec: PreprocessSpec, *, bat
         transpose_out = "pre.centred_nchw_unscaled"
         graph.initializer.append(numpy_helper.from_array(inv_std.reshape(1, 3, 1, 1), "pre.inv_std"))
         nodes.append(helper.make_node("Mul", [transpose_out, "pre.inv_std"], [centred], name="pre.scale"))
-    graph.initializer.append(numpy_helper.from_array(mean, "pre.mean"))  # (3,) broadcasts over NHWC's last axis
+    # The mean is tiled to (W, 3): onnxruntime broadcasts a (3,) operand three floats at a time (95 us of a
+    # 0.45 ms resnet8 at 64 px), a (W, 3) one in rows of 3*W that vectorize (a few us).
+    tiled = np.ascontiguousarray(np.broadcast_to(mean, (spec.size, 3)))
+    graph.initializer.append(numpy_helper.from_array(tiled, "pre.mean"))
     nodes = [
         helper.make_node("Cast", [INPUT_PIXELS], ["pre.float"], name="pre.cast", to=TensorProto.FLOAT),
         helper.make_node("Sub", ["pre.float", "pre.mean"], ["pre.centred_nhwc"], name="pre.sub_mean"),

@@ -24,7 +24,7 @@ def _batch(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Output .onnx file. Default: model.onnx beside CHECKPOINT.")
 @click.option("--opset", type=click.IntRange(18, 21), default=18, show_default=True, help="ONNX opset, recorded in the metadata.")
-@click.option("--batch", default="dynamic", show_default=True, callback=_batch,
+@click.option("--batch", default="dynamic", show_default=True, callback=_batch, metavar="dynamic|N",
               help="'dynamic' (any batch size) or a fixed batch size N.")
 @click.option("--input", "input_kind", type=click.Choice(_INPUTS), default="uint8-nhwc", show_default=True,
               help="uint8-nhwc: the graph takes decoded RGB pixels and normalizes them itself; "
