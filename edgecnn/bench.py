@@ -376,10 +376,12 @@ class _Remote:
         del clock  # the worker times with its own perf_counter
         self.stderr = tempfile.TemporaryFile(mode="w+")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgecnn.bench", "--worker", json.dumps(cfg)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgecnn.bench", "--worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.proc.stdout, selectors.EVENT_READ)
+        # The configuration is the first line on stdin, not an argument: a folder's image list can outgrow ARG_MAX.
+        self.proc.stdin.write(json.dumps(cfg) + "\n")  # type: ignore[union-attr]
 
     def call(self, op: str, timeout: float | None = None, **kw: Any) -> dict[str, Any]:
         assert self.proc.stdin and self.proc.stdout
@@ -428,12 +430,12 @@ def _dispatch(runner: Any, op: str, kw: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown worker op {op!r}")
 
 
-def _worker_main(cfg_json: str) -> None:
+def _worker_main() -> None:
     # The protocol owns the real stdout; anything a library prints goes to stderr instead of corrupting it.
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    runner = _make_runner(json.loads(cfg_json), time.perf_counter)
+    runner = _make_runner(json.loads(sys.stdin.readline()), time.perf_counter)
     for line in sys.stdin:
         msg = json.loads(line)
         op = msg.pop("op")
@@ -872,4 +874,4 @@ def write_outputs(report: BenchReport, out_dir: str | os.PathLike, names: Mappin
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
-    _worker_main(sys.argv[2])
+    _worker_main()

@@ -32,7 +32,8 @@ from .common import echo_json, int_list
               help="Batch size of the end-to-end classify rows.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
 @click.option("--in-process", is_flag=True,
-              help="Run every row in this process (faster start; peak memory is then the process's so far).")
+              help="Run every row in this process (faster start; peak memory is then the process's so far, "
+                   "and torch.compile is not time-boxed).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with a `rows` list.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write bench.json and bench.png here.")
