@@ -112,17 +112,22 @@ def _torch_to_onnx(model: nn.Module, size: int, *, opset: int, dynamic: bool, ba
     import torch
 
     example = torch.zeros(2 if dynamic else batch, 3, size, size)  # batch 2: a batch of 1 would be specialized
-    dynamic_shapes = {"x": {0: torch.export.Dim("batch")}} if dynamic else None
-    # The exporter prints progress lines and warns about its own internals; neither concerns the user.
-    quiet = logging.getLogger("torch.onnx")
-    level = quiet.level
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        quiet.setLevel(logging.ERROR)
-        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset, dynamic_shapes=dynamic_shapes,
-                                    input_names=[G.INPUT_FLOAT], output_names=[G.OUTPUT_LOGITS], external_data=False,
-                                    optimize=True, verbose=False)
-        quiet.setLevel(level)
+    dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic else None  # by position: any forward() arg name
+    # The exporter prints progress lines and logs/warns about its own internals; none of it concerns the user.
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            for logger in loggers:
+                logger.setLevel(logging.ERROR)
+            program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
+                                        dynamic_shapes=dynamic_shapes, input_names=[G.INPUT_FLOAT],
+                                        output_names=[G.OUTPUT_LOGITS], external_data=False, optimize=True,
+                                        verbose=False)
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
     return program.model_proto
 
 

@@ -10,12 +10,15 @@ input stays uint8. The output file is written only when it passed the accuracy c
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import random
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -207,7 +210,8 @@ def static_qdq(src: Path, dst: Path, pixels: np.ndarray, spec: PreprocessSpec, k
     pre = dst.with_name(dst.name + ".pre.onnx")
     # The recommended pre-processing: ONNX shape inference and onnxruntime's basic fusions. The symbolic
     # pass is skipped because every dimension but the named batch is static already.
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    with _quiet():
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     import onnx
@@ -217,10 +221,12 @@ def static_qdq(src: Path, dst: Path, pixels: np.ndarray, spec: PreprocessSpec, k
     exclude = list(exclude)
     if first_conv_fp32:
         exclude += [n.name for n in graph.node if n.op_type == "Conv"][:1]
-    quantize_static(str(pre), str(dst), _Reader(pixels, spec, kind, name), quant_format=QuantFormat.QDQ,
-                    per_channel=per_channel, reduce_range=reduce_range,
-                    activation_type=getattr(QuantType, activation_type), weight_type=getattr(QuantType, weight_type),
-                    calibrate_method=methods[method], nodes_to_exclude=exclude)
+    with _quiet():
+        quantize_static(str(pre), str(dst), _Reader(pixels, spec, kind, name), quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel, reduce_range=reduce_range,
+                        activation_type=getattr(QuantType, activation_type),
+                        weight_type=getattr(QuantType, weight_type), calibrate_method=methods[method],
+                        nodes_to_exclude=exclude)
     pre.unlink(missing_ok=True)
 
 
@@ -228,8 +234,21 @@ def _dynamic(src: Path, dst: Path, *, per_channel: bool) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # ConvInteger exists only for uint8 weights in onnxruntime's CPU kernels; Gemm/MatMul take int8.
-    quantize_dynamic(str(src), str(dst), per_channel=per_channel, reduce_range=REDUCE_RANGE,
-                     weight_type=QuantType.QUInt8)
+    with _quiet():
+        quantize_dynamic(str(src), str(dst), per_channel=per_channel, reduce_range=REDUCE_RANGE,
+                         weight_type=QuantType.QUInt8)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """onnxruntime's quantization tools print progress to stdout, which must stay clean for --json."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        if buffer.getvalue().strip():
+            log.debug("onnxruntime.quantization: %s", buffer.getvalue().strip())
 
 
 def _fp16(model: onnx.ModelProto) -> onnx.ModelProto:
