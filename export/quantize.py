@@ -140,12 +140,27 @@ def load_pixels(files: list[Path], spec: PreprocessSpec) -> tuple[np.ndarray, li
     return np.stack(pixels), kept
 
 
-class _Reader:
-    """onnxruntime CalibrationDataReader over preprocessed pixels, one image per call."""
+def _batches(pixels: np.ndarray, step: int, fixed: bool) -> Iterator[tuple[np.ndarray, int]]:
+    """Chunks of ``step`` images; for a fixed-batch graph the last one is padded with copies (n = real rows)."""
+    for start in range(0, len(pixels), step):
+        chunk = pixels[start : start + step]
+        n = len(chunk)
+        if fixed and n < step:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
+        yield chunk, n
 
-    def __init__(self, pixels: np.ndarray, spec: PreprocessSpec, kind: str, input_name: str):
-        self._feeds: Iterator[dict[str, np.ndarray]] = iter(
-            {input_name: _feed(pixels[i : i + 1], spec, kind)} for i in range(len(pixels)))
+
+def _fixed_batch(graph: onnx.GraphProto) -> int | None:
+    dim = graph.input[0].type.tensor_type.shape.dim[0]
+    return dim.dim_value if dim.HasField("dim_value") else None
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over preprocessed pixels, one image (or one fixed batch) per call."""
+
+    def __init__(self, pixels: np.ndarray, spec: PreprocessSpec, kind: str, input_name: str, batch: int | None):
+        self._feeds: Iterator[dict[str, np.ndarray]] = (
+            {input_name: _feed(chunk, spec, kind)} for chunk, _ in _batches(pixels, batch or 1, batch is not None))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._feeds, None)
@@ -170,9 +185,10 @@ def predict(model: str | os.PathLike | bytes, pixels: np.ndarray, spec: Preproce
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
                                    providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    out = [session.run([G.OUTPUT_PROBS], {name: _feed(pixels[i : i + 32], spec, kind)})[0]
-           for i in range(0, len(pixels), 32)]
+    graph_input = session.get_inputs()[0]
+    fixed = graph_input.shape[0] if isinstance(graph_input.shape[0], int) else None
+    out = [session.run([G.OUTPUT_PROBS], {graph_input.name: _feed(chunk, spec, kind)})[0][:n]
+           for chunk, n in _batches(pixels, fixed or 32, fixed is not None)]
     return np.concatenate(out).astype(np.float32)
 
 
@@ -222,7 +238,7 @@ def static_qdq(src: Path, dst: Path, pixels: np.ndarray, spec: PreprocessSpec, k
     if first_conv_fp32:
         exclude += [n.name for n in graph.node if n.op_type == "Conv"][:1]
     with _quiet():
-        quantize_static(str(pre), str(dst), _Reader(pixels, spec, kind, name), quant_format=QuantFormat.QDQ,
+        quantize_static(str(pre), str(dst), _Reader(pixels, spec, kind, name, _fixed_batch(graph)), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, reduce_range=reduce_range,
                         activation_type=getattr(QuantType, activation_type),
                         weight_type=getattr(QuantType, weight_type), calibrate_method=methods[method],
@@ -234,19 +250,26 @@ def _dynamic(src: Path, dst: Path, *, per_channel: bool) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # ConvInteger exists only for uint8 weights in onnxruntime's CPU kernels; Gemm/MatMul take int8.
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = dst.with_name(dst.name + ".pre.onnx")
     with _quiet():
-        quantize_dynamic(str(src), str(dst), per_channel=per_channel, reduce_range=REDUCE_RANGE,
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_dynamic(str(pre), str(dst), per_channel=per_channel, reduce_range=REDUCE_RANGE,
                          weight_type=QuantType.QUInt8)
+    pre.unlink(missing_ok=True)
 
 
 @contextmanager
 def _quiet() -> Iterator[None]:
     """onnxruntime's quantization tools print progress to stdout, which must stay clean for --json."""
     buffer = io.StringIO()
+    logging.disable(logging.INFO)  # it also logs every tensor at INFO through the root logger
     try:
         with contextlib.redirect_stdout(buffer):
             yield
     finally:
+        logging.disable(logging.NOTSET)
         if buffer.getvalue().strip():
             log.debug("onnxruntime.quantization: %s", buffer.getvalue().strip())
 

@@ -169,3 +169,14 @@ def test_cli(tmp_path: Path, fp32: Path, data: Path) -> None:
     assert bad.exit_code == 1 and bad.output.startswith("Error: ") and "not an ONNX model" in bad.output
     usage = CliRunner().invoke(cli, ["quantize", str(fp32)])
     assert usage.exit_code == 2 and "--calib" in usage.output
+
+
+def test_fixed_batch_float_input(tmp_path: Path, fp32: Path, data: Path) -> None:
+    """A --batch 4 --input float-nchw export calibrates and evaluates in padded batches of 4."""
+    from edgecnn.export import export_onnx, quantize
+
+    fixed = export_onnx(fp32.parent / "best.pt", tmp_path / "b4.onnx", batch=4, input="float-nchw").path
+    r = quantize(fixed, data / "train", tmp_path / "b4.int8.onnx", calib_size=10, eval_dir=data / "val", force=True)
+    assert r.calib_images == 10 and r.eval_images == 120 and r.agreement >= 0.9
+    session = ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [4, 3, 32, 32] and session.get_inputs()[0].type == "tensor(float)"
