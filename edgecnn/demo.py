@@ -42,6 +42,19 @@ class DemoPaths:
     def checkpoint(self) -> Path:
         return self.run / "best.pt"
 
+    @property
+    def fp32(self) -> Path:
+        return self.root / "model.onnx"
+
+    @property
+    def int8(self) -> Path:
+        # `edgecnn classify images` without -m looks for exactly this file.
+        return self.root / "model.int8.onnx"
+
+    @property
+    def bench(self) -> Path:
+        return self.root / "bench"
+
 
 @dataclass
 class DemoResult:
@@ -99,9 +112,57 @@ def run_demo(out_dir: str | Path = "edgecnn-demo", *, fresh: bool = False, epoch
         worst = min(report.per_class.items(), key=lambda kv: kv[1]["recall"])
         echo(f"   hardest class: {worst[0]} (recall {worst[1]['recall']:.3f})")
 
+    def export() -> None:
+        from .export import export_onnx
+
+        r = export_onnx(paths.checkpoint, paths.fp32, verify_dir=paths.data / "val")
+        echo(f"   {r.path}: {r.size_bytes / 1e3:.0f} kB, uint8 NHWC input, opset {r.opset}; matches PyTorch on "
+             f"{r.verified_images} images ({r.real_images} real), max |dp| {r.max_prob_diff:.1e}")
+
+    def quantization() -> None:
+        from .export import quantize
+
+        # force: the demo shows the figures even when the accuracy gate fails, and says so below.
+        r = quantize(paths.fp32, paths.data / "train", paths.int8, eval_dir=paths.data / "val", force=True)
+        result.summary.update(fp32_accuracy=r.fp32_accuracy, int8_accuracy=r.quant_accuracy, agreement=r.agreement)
+        echo(f"   {'model':<16} {'accuracy':>9} {'size':>9}")
+        echo(f"   {'FP32 ONNX':<16} {r.fp32_accuracy:>9.4f} {r.fp32_bytes / 1e3:>7.0f}kB")
+        echo(f"   {'INT8 ONNX':<16} {r.quant_accuracy:>9.4f} {r.quant_bytes / 1e3:>7.0f}kB")
+        echo(f"   drop {100 * r.accuracy_drop:+.2f} points, {r.size_ratio:.1f}x smaller, top-1 agreement FP32 vs INT8 "
+             f"{100 * r.agreement:.1f}% on {r.agreement_images} images")
+        if not r.passed:
+            echo("   WARNING: the INT8 model loses more than 1 point; `edgecnn quantize` would refuse it without --force")
+
+    def classify() -> None:
+        from .runtime import Classifier
+        from .runtime.output import error_row, table_header, table_row
+
+        clf = Classifier(paths.int8, device="cpu")
+        files = sorted((paths.data / "val").rglob("*.png"))[:: max(1, DEMO_PER_CLASS // 5)][:8]
+        echo(f"   {paths.int8} ({clf.precision}, {clf.input_dtype} {clf.input_layout} input) on {clf.device}")
+        echo("   " + table_header())
+        for r in clf.classify_paths(files, top_k=3, min_confidence=0.5, min_margin=0.2):
+            echo("   " + (table_row(str(r.path), r.prediction) if r.ok else error_row(str(r.path), r.error)))
+
+    def benchmark() -> None:
+        from .bench import bench, format_table, write_outputs
+
+        report = bench([paths.fp32, paths.int8], torch_checkpoint=paths.checkpoint, torch_compile=False,
+                       batches=[1], threads=[1], seconds=1.0)
+        write_outputs(report, paths.bench, names={str(paths.fp32): "FP32 ONNX", str(paths.int8): "INT8 ONNX",
+                                                  str(paths.checkpoint): "PyTorch eager"})
+        for line in format_table(report, names={str(paths.fp32): "FP32 ONNX", str(paths.int8): "INT8 ONNX",
+                                                str(paths.checkpoint): "PyTorch eager"}).splitlines():
+            echo("   " + line)
+        echo(f"   (batch 1, 1 thread; {paths.bench / 'bench.png'}; the full suite: python benchmarks/run.py)")
+
     _stage(result, "data", data, echo)
     _stage(result, "train", training, echo)
     _stage(result, "eval", evaluation, echo)
+    _stage(result, "export", export, echo)
+    _stage(result, "quantize", quantization, echo)
+    _stage(result, "classify", classify, echo)
+    _stage(result, "bench", benchmark, echo)
     total = sum(result.stages.values())
     echo(f"\ndemo finished in {total:.0f}s; everything is in {paths.root}/")
     sys.stdout.flush()
