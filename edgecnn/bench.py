@@ -827,7 +827,7 @@ def format_table(report: BenchReport, *, markdown: bool = False, names: Mapping[
             cells = cells + [""] * (len(header) - len(cells))
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
-    widths = [max(len(header[i]), *(len(c[i]) for c in body if len(c) == len(header))) for i in range(len(header))]
+    widths = [max([len(header[i]), *(len(c[i]) for c in body if len(c) == len(header))]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))]
     for cells in body:
         if len(cells) != len(header):

@@ -399,8 +399,11 @@ def _onnx_view(path: Path) -> ModelView:
         note = "ONNX weights, BatchNorm folded; the input scaling folded in by export is undone"
 
     # Activations: Relu outputs (or Conv outputs where a quantized graph has no Relu), as extra graph outputs.
-    candidates = [n.output[0] for n in graph.node if n.op_type == "Relu"] or [_dequantized(c[3].output[0], graph)
-                                                                                for c in convs]
+    # In a QDQ graph most ReLUs are absorbed by the quantization, and the first convolution may stay float
+    # with its ReLU: take each convolution's activation, whichever form it has.
+    quantized = any(n.op_type == "QuantizeLinear" for n in graph.node)
+    relus = [n.output[0] for n in graph.node if n.op_type == "Relu"]
+    candidates = [_activation(c[3], graph) for c in convs] if quantized or not relus else relus
     inferred = onnx.shape_inference.infer_shapes(model)
     known = [*inferred.graph.value_info, *inferred.graph.output]
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in known}
@@ -421,7 +424,7 @@ def _onnx_view(path: Path) -> ModelView:
     inp = session.get_inputs()[0]
     out_names = [o.name for o in session.get_outputs()]
     prob_name = "probabilities" if "probabilities" in out_names else out_names[0]
-    kind = "Relu" if any(n.op_type == "Relu" for n in graph.node) else "Conv"
+    kind = "Relu" if relus and not quantized else "Conv"
 
     def run(pixels: np.ndarray) -> tuple[list[tuple[str, str, np.ndarray]], np.ndarray]:
         from .runtime.decode import looks_like_probabilities, softmax
@@ -445,6 +448,13 @@ def _onnx_view(path: Path) -> ModelView:
         return acts, probs[0]
 
     return ModelView("onnx", spec, first, first_name, [(n, w, g) for n, w, g, _ in convs[1:]], note, run)
+
+
+def _activation(conv: Any, graph: Any) -> str:
+    """A convolution's activation: the ReLU after it when the graph kept one, else its (dequantized) output."""
+    out = _dequantized(conv.output[0], graph)
+    relu = next((n for n in graph.node if n.op_type == "Relu" and out in n.input), None)
+    return relu.output[0] if relu is not None else out
 
 
 def _dequantized(name: str, graph: Any) -> str:

@@ -27,7 +27,7 @@ def _env() -> dict[str, str]:
 
 def _check_run(run: Path, shapes_dir: Path, epochs: int) -> None:
     names = sorted(p.name for p in run.iterdir())
-    assert names == ["best.pt", "curves.png", "last.pt", "metrics.json"], names  # one set, written by rank 0
+    assert names == ["best.pt", "curves.png", "last.pt", "metrics.json", "report", "report.html"], names  # one set, by rank 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     assert len(metrics["epochs"]) == epochs

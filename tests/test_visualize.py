@@ -163,10 +163,15 @@ def test_onnx_model_shows_the_same_network(checkpoint: Path, shapes_dir: Path, t
     q_view = load_view(int8)
     scale = np.abs(view.first_kernels).max()
     assert 0 < np.abs(q_view.first_kernels - view.first_kernels).max() < 0.05 * scale
-    # Its activations are the int8 ones after the ReLU that quantization absorbed: close to the float ReLU's.
+    # The first convolution stays float (quantize leaves it out: it is faster so); deeper activations are
+    # the int8 ones after the ReLU that quantization absorbed, close to the float ReLU's.
     q_acts, _ = q_view.run(pixels)
-    assert "int8" in q_acts[0][1] and q_acts[0][2].min() >= 0
-    assert np.corrcoef(q_acts[0][2].ravel(), pt_acts[0][2].ravel())[0, 1] > 0.95
+    assert "int8" not in q_acts[0][1]
+    deeper = [(i, a) for i, a in enumerate(q_acts) if "int8" in a[1]]
+    assert deeper, [a[1] for a in q_acts]
+    for i, (_, _, act) in deeper:
+        assert act.min() >= 0
+        assert np.corrcoef(act.ravel(), pt_acts[i][2].ravel())[0, 1] > 0.95
     written = visualize(int8, tmp_path / "viz8", image=_image(shapes_dir))
     assert len(written) == 6 and all(p.is_file() for p in written)
 

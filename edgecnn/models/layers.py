@@ -29,13 +29,13 @@ class ClassifierHead(nn.Module):
 
     def __init__(self, c_in: int, num_classes: int, dropout: float = 0.0):
         super().__init__()
-        self.avg = nn.AdaptiveAvgPool2d(1)
-        self.max = nn.AdaptiveMaxPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(2 * c_in, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([self.avg(x), self.max(x)], dim=1)
+        # mean/amax rather than AdaptiveAvg/MaxPool2d: every torch.onnx exporter version translates these
+        # (torch 2.11's has no ONNX function for adaptive_max_pool2d); export turns them into pooling ops.
+        pooled = torch.cat([x.mean(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)], dim=1)
         return self.fc(self.dropout(torch.flatten(pooled, 1)))
 
 

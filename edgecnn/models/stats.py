@@ -33,7 +33,8 @@ def count_macs(model: nn.Module, size: int) -> int:
     was_training = model.training
     model.eval()
     try:
-        model(torch.zeros(1, 3, size, size))
+        param = next(model.parameters(), None)
+        model(torch.zeros(1, 3, size, size, device=param.device if param is not None else None))
     finally:
         model.train(was_training)
         for h in handles:
