@@ -781,7 +781,9 @@ def bench(
             r.macs = counted[r.model]
     for r in rows:
         if r.kind == KIND_MODEL and r.p50_ms is not None:
-            r.gflops, r.peak_fraction = efficiency(r.macs, r.batch, r.p50_ms, peak_gflops=peak_gflops, threads=r.threads)
+            # The measured peak is this CPU's: a row that ran on a GPU gets GFLOP/s but no share of it.
+            cpu_peak = peak_gflops if r.device == "cpu" else None
+            r.gflops, r.peak_fraction = efficiency(r.macs, r.batch, r.p50_ms, peak_gflops=cpu_peak, threads=r.threads)
     settings = {"batches": list(batches), "threads": list(threads), "warmup": warmup, "runs": runs, "seconds": seconds,
                 "isolate": isolate, "device": device, "rounds": ROUNDS}
     return BenchReport(rows=rows, machine=machine_info(), settings=settings, peak_gflops=peak_gflops)
