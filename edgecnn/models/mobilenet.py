@@ -44,7 +44,7 @@ def mobilenet_v1_025(num_classes: int, **kwargs) -> MobileNetV1:
 
 @register_model(default_size=96)
 def mobilenet_v1_050(num_classes: int, **kwargs) -> MobileNetV1:
-    """MobileNetV1, width 0.5: the default edge classifier."""
+    """MobileNetV1, width 0.5: depthwise-separable, a quarter of the compute of width 1.0."""
     return MobileNetV1(num_classes, width=0.5, **kwargs)
 
 
