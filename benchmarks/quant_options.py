@@ -26,10 +26,10 @@ def build(ckpt_path: Path, work: Path, data: Path, calib_size: int) -> list[dict
     from importlib import import_module
 
     import onnx
-    from edgecnn.export import graph as G
-    from edgecnn.export import onnx_export as E
 
     from edgecnn.checkpoint import load_checkpoint
+    from edgecnn.export import graph as G
+    from edgecnn.export import onnx_export as E
 
     Q = import_module("edgecnn.export.quantize")  # the module; edgecnn.export.quantize is also the function
 

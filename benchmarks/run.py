@@ -23,8 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-from edgecnn.runtime.spec import META_CHECKPOINT_SHA256, META_PRECISION
-
 from edgecnn.bench import (
     KIND_CLASSIFY,
     KIND_MODEL,
@@ -40,6 +38,7 @@ from edgecnn.bench import (
 )
 from edgecnn.defaults import DEFAULT_ARCH, DEFAULT_DEMO_DIR
 from edgecnn.peak import fp32_peak_gflops
+from edgecnn.runtime.spec import META_CHECKPOINT_SHA256, META_PRECISION
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -95,11 +94,11 @@ def demo_artefacts(demo: Path) -> dict[str, Path]:
 def family_models(demo: dict[str, Path], cache: Path) -> list[dict[str, object]]:
     """Every registered architecture at its default size: the demo's trained files, else untrained ones made once."""
     import torch
-    from edgecnn.export import export_onnx, quantize
-    from edgecnn.runtime.spec import PreprocessSpec
 
     from edgecnn.checkpoint import load_checkpoint, save_checkpoint
+    from edgecnn.export import export_onnx, quantize
     from edgecnn.models import create_model, list_models, model_info
+    from edgecnn.runtime.spec import PreprocessSpec
 
     base = load_checkpoint(demo["checkpoint"])
     out = []

@@ -147,7 +147,7 @@ def warn_failures(failures: list[tuple[Path, str]], what: str) -> None:
     if failures:
         for _, reason in failures[:20]:
             log.warning("skipped %s", reason)
-        more = f" (first 20 listed)" if len(failures) > 20 else ""
+        more = " (first 20 listed)" if len(failures) > 20 else ""
         log.warning("skipped %d unreadable %s image(s)%s", len(failures), what, more)
 
 

@@ -11,7 +11,6 @@ CLI, and finds ``model.onnx`` beside itself.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from . import __version__
+from .checkpoint import file_sha256
 
 BUNDLE_PACKAGE = "edgecnn_runtime"  # the runtime's package name inside app.pyz
 MODEL_FILE = "model.onnx"
@@ -137,7 +137,7 @@ def deploy(model: str | os.PathLike, out_dir: str | os.PathLike, *, name: str | 
         (staging / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         (staging / "README.md").write_text(bundle_readme(name=name, labels=clf.labels, precision=clf.precision,
                                                          size=clf.spec.size))
-        files = {p.relative_to(staging).as_posix(): sha256_file(p)
+        files = {p.relative_to(staging).as_posix(): file_sha256(p)
                  for p in sorted(staging.rglob("*")) if p.is_file()}
         (staging / MANIFEST_FILE).write_text("".join(f"{digest}  {rel}\n" for rel, digest in files.items()))
         for path in staging.iterdir():
@@ -189,14 +189,6 @@ def runtime_sources() -> list[Path]:
     return sources
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_bundle(out_dir: str | os.PathLike) -> list[str]:
     """Problems found by checking every file against SHA256SUMS (an empty list: the bundle is intact)."""
     out_dir = Path(out_dir)
@@ -210,7 +202,7 @@ def verify_bundle(out_dir: str | os.PathLike) -> list[str]:
         path = out_dir / rel
         if not path.is_file():
             problems.append(f"{rel}: missing")
-        elif sha256_file(path) != digest:
+        elif file_sha256(path) != digest:
             problems.append(f"{rel}: checksum differs")
     extra = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()} - listed - {MANIFEST_FILE}
     problems += [f"{rel}: not in {MANIFEST_FILE}" for rel in sorted(extra)]

@@ -103,7 +103,7 @@ def line_chart(
 
     for i, (name, ys) in enumerate(series.items()):
         colour = PALETTE[i % len(PALETTE)]
-        points = [px(xv, yv) for xv, yv in zip(xs, ys) if yv is not None and math.isfinite(yv)]
+        points = [px(xv, yv) for xv, yv in zip(xs, ys, strict=False) if yv is not None and math.isfinite(yv)]
         if len(points) > 1:
             draw.line(points, fill=colour, width=2, joint="curve")
         for p in points:
@@ -149,7 +149,7 @@ def bar_chart(
     draw = ImageDraw.Draw(image)
     peak = vmax if vmax is not None else max([*values, 1e-12])
     bar_area = width - label_w - 90
-    for i, (label, value) in enumerate(zip(labels, values)):
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
         y = top + i * row
         tw, th = text_size(draw, label, 13)
         draw.text((label_w - 8 - tw, y + (row - th) / 2 - 3), label, fill=AXIS, font=font(13))

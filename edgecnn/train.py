@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from . import __version__
 from . import distributed as D
 from .checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from .defaults import DEFAULT_ARCH, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_WEIGHT_DECAY
 from .data import EvalSet, TrainSet, collate, resolve_dataset, write_split
+from .defaults import DEFAULT_ARCH, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_WEIGHT_DECAY
 from .fileio import atomic_path, atomic_write_text
 from .models import count_macs, count_params, create_model, model_info, validate_size
 from .progress import Progress

@@ -73,13 +73,12 @@ def _unit_float(text: str) -> float:
 
 
 def _triple(text: str) -> tuple[float, float, float]:
+    from .spec import parse_rgb
+
     try:
-        items = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not three comma-separated numbers, e.g. 0.5,0.5,0.5") from None
-    if len(items) != 3:
-        raise argparse.ArgumentTypeError(f"{text!r}: give three values (R,G,B), e.g. 0.5,0.5,0.5")
-    return items  # type: ignore[return-value]
+        return parse_rgb(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

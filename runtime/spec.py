@@ -98,3 +98,14 @@ class PreprocessSpec:
     @classmethod
     def from_json(cls, text: str) -> PreprocessSpec:
         return cls.from_dict(json.loads(text))
+
+
+def parse_rgb(text: str) -> tuple[float, float, float]:
+    """``"0.485,0.456,0.406"`` -> a per-channel triple; ValueError names the value and the expected form."""
+    try:
+        items = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{text!r} is not three comma-separated numbers, e.g. 0.5,0.5,0.5") from None
+    if len(items) != 3:
+        raise ValueError(f"{text!r}: give three values (R,G,B), e.g. 0.5,0.5,0.5")
+    return items  # type: ignore[return-value]

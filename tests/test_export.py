@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
+from edgecnn.cli import cli
 from edgecnn.runtime.spec import (
     META_ARCH,
     META_CHECKPOINT_SHA256,
@@ -18,8 +20,6 @@ from edgecnn.runtime.spec import (
     META_VERSION,
     PreprocessSpec,
 )
-
-from edgecnn.cli import cli
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -121,7 +121,6 @@ def _identity_graph(size: int):
 @pytest.mark.parametrize("fold_scale", [True, False])
 def test_uint8_preprocessing_matches_torch_within_one_level(fold_scale: bool) -> None:
     from edgecnn.export.graph import add_uint8_preprocessing
-
     from edgecnn.train import pixels_to_tensor
 
     spec = PreprocessSpec(size=16, labels=("a", "b"), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from edgecnn.runtime.spec import META_PRECISION
 
 from edgecnn.cli import cli
+from edgecnn.runtime.spec import META_PRECISION
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -50,7 +50,6 @@ def fp32(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
     comparison meaningless; this one has real margins for quantization to erode.
     """
     from edgecnn.export import export_onnx
-
     from edgecnn.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("qrun")

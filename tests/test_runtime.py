@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from edgecnn.runtime import (
     Classifier,
     ImageError,
@@ -25,7 +27,6 @@ from edgecnn.runtime import (
     preprocess,
 )
 from edgecnn.runtime.spec import META_INPUT, META_PRECISION, META_SPEC
-from PIL import Image
 
 LABELS = ("red", "green", "blue")
 WEIGHT = 4.0  # class c's logit = WEIGHT * mean of normalized channel c

@@ -27,12 +27,11 @@ def int_list(ctx: click.Context | None, param: click.Parameter | None, value: st
 
 def float_triple(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> tuple[float, float, float] | None:
     """Callback for ``--mean 0.485,0.456,0.406``."""
+    from ..runtime.spec import parse_rgb
+
     if value is None:
         return None
     try:
-        items = tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not three comma-separated numbers, e.g. 0.5,0.5,0.5") from None
-    if len(items) != 3:
-        raise click.BadParameter(f"{value!r}: give three values (R,G,B), e.g. 0.5,0.5,0.5")
-    return items  # type: ignore[return-value]
+        return parse_rgb(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None

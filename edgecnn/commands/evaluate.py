@@ -32,7 +32,7 @@ def eval_(model: Path, data_dir: Path, out_dir: Path | None, batch_size: int, de
     from ..evaluate import evaluate
 
     report = evaluate(model, data_dir, batch_size=batch_size, device=device)
-    for path, error in report.failures:
+    for _path, error in report.failures:
         click.echo(f"warning: skipped {error}", err=True)
     if out_dir is not None:
         _write_outputs(report, out_dir)
@@ -46,7 +46,7 @@ def eval_(model: Path, data_dir: Path, out_dir: Path | None, batch_size: int, de
         click.echo(f"{label:<{width}} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['support']:>8d}")
     click.echo("confusion (rows = true, columns = predicted):")
     click.echo(" " * width + " ".join(f"{label[:6]:>6}" for label in report.labels))
-    for label, row in zip(report.labels, report.confusion):
+    for label, row in zip(report.labels, report.confusion, strict=True):
         click.echo(f"{label:<{width}}" + " ".join(f"{v:>6d}" for v in row))
 
 
