@@ -192,31 +192,12 @@ def _images(clf, args: argparse.Namespace) -> int:
 
 
 def _camera(clf, args: argparse.Namespace) -> int:
-    from . import output as fmt
-    from .classifier import StreamStats
-    from .sources import CameraError, Window, open_frames
+    from .stream import classify_stream
 
-    window = Window() if args.show else None
-    stats = StreamStats()
-    frames = open_frames(args.source)
-    print(f"reading {frames.describe()}", file=sys.stderr)
-    failure = None
-    try:
-        for result in clf.classify_frames(frames, every=args.every, max_frames=args.max_frames, top_k=args.top_k,
-                                          min_confidence=args.min_confidence, min_margin=args.min_margin,
-                                          bgr=frames.bgr, stats=stats):
-            print(fmt.json_line(fmt.frame_dict(result)) if args.as_json else fmt.frame_row(result), flush=True)
-            if window is not None and not window.show(result.image, fmt.caption(result)):
-                break
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-    except CameraError as exc:
-        failure = str(exc)
-    finally:
-        frames.close()
-        if window is not None:
-            window.close()
-    print(fmt.stream_summary(stats, frames.describe()), file=sys.stderr)
+    failure = classify_stream(clf, args.source, out=lambda line: print(line, flush=True),
+                              err=lambda line: print(line, file=sys.stderr), every=args.every,
+                              max_frames=args.max_frames, top_k=args.top_k, min_confidence=args.min_confidence,
+                              min_margin=args.min_margin, as_json=args.as_json, show=args.show)
     if failure:
         print(f"Error: {failure}", file=sys.stderr)
         return 1

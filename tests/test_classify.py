@@ -197,14 +197,15 @@ class FakeCamera:
 
 
 def test_camera_disconnect_and_ctrl_c(model, monkeypatch) -> None:
-    import edgecnn.runtime
+    import edgecnn.runtime.stream
     from edgecnn.runtime import CameraError
 
-    monkeypatch.setattr(edgecnn.runtime, "open_frames", lambda source: FakeCamera(3, CameraError))
+    # The camera loop (shared with the bundle's app) opens its source through runtime.stream.
+    monkeypatch.setattr(edgecnn.runtime.stream, "open_frames", lambda source: FakeCamera(3, CameraError))
     result = CliRunner().invoke(cli, ["classify", "camera", "-m", str(model)])
     assert result.exit_code == 1 and "disconnected" in result.output and result.output.count("blue") == 3
     assert "3 frames classified" in result.output
-    monkeypatch.setattr(edgecnn.runtime, "open_frames", lambda source: FakeCamera(2, KeyboardInterrupt))
+    monkeypatch.setattr(edgecnn.runtime.stream, "open_frames", lambda source: FakeCamera(2, KeyboardInterrupt))
     result = CliRunner().invoke(cli, ["classify", "camera", "-m", str(model)])
     assert result.exit_code == 0 and "interrupted" in result.output and "2 frames classified" in result.output
     assert "mean" in result.output and "fps" in result.output

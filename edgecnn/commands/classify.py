@@ -146,32 +146,12 @@ def camera(model: Path | None, device: str, threads: int | None, top_k: int, min
       edgecnn classify camera --source rtsp://10.0.0.7/stream --show
       edgecnn classify camera --source picamera         # Raspberry Pi camera module
     """
-    from ..runtime import CameraError, StreamStats, open_frames
-    from ..runtime import output as fmt
-    from ..runtime.sources import Window
+    from ..runtime.stream import classify_stream
 
     clf = load_classifier(model, device=device, threads=threads, labels=labels, size=size, mean=mean, std=std)
-    window = Window() if show else None
-    stats = StreamStats()
-    frames = open_frames(source)
-    click.echo(f"reading {frames.describe()}", err=True)
-    failure = None
-    try:
-        for result in clf.classify_frames(frames, every=every, max_frames=max_frames, top_k=top_k,
-                                          min_confidence=min_confidence, min_margin=min_margin, bgr=frames.bgr,
-                                          stats=stats):
-            click.echo(fmt.json_line(fmt.frame_dict(result)) if as_json else fmt.frame_row(result))
-            if window is not None and not window.show(result.image, fmt.caption(result)):
-                break
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-    except CameraError as exc:
-        failure = str(exc)
-    finally:
-        frames.close()
-        if window is not None:
-            window.close()
-    click.echo(fmt.stream_summary(stats, frames.describe()), err=True)
+    failure = classify_stream(clf, source, out=click.echo, err=lambda line: click.echo(line, err=True), every=every,
+                              max_frames=max_frames, top_k=top_k, min_confidence=min_confidence,
+                              min_margin=min_margin, as_json=as_json, show=show)
     if failure:
         raise click.ClickException(failure)
 
