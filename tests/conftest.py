@@ -31,3 +31,26 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, shapes_dir: Path) -> P
 @pytest.fixture(scope="session")
 def checkpoint(trained_run: Path) -> Path:
     return trained_run / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def make_venv(tmp_path_factory: pytest.TempPathFactory):
+    """Factory: ``make_venv(name, packages) -> (python, site_packages)``, a fresh venv without pip whose
+    site-packages holds only ``packages`` (names of top-level folders in our own site-packages, symlinked)."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    def make(name: str, packages: tuple[str, ...]) -> tuple[str, Path]:
+        venv = tmp_path_factory.mktemp(name) / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
+        python = str(venv / "bin" / "python")
+        site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                   check=True, capture_output=True, text=True).stdout.strip())
+        ours = Path(sysconfig.get_paths()["purelib"])
+        for package in packages:
+            if (ours / package).exists():
+                (site / package).symlink_to(ours / package)
+        return python, site
+
+    return make

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -36,18 +35,9 @@ def bundle(onnx_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def plain_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+def plain_python(make_venv) -> str:
     """A fresh venv (no pip) whose site-packages holds only onnxruntime, numpy and Pillow (symlinked)."""
-    venv = tmp_path_factory.mktemp("plain") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
-    python = str(venv / "bin" / "python")
-    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
-    ours = Path(sysconfig.get_paths()["purelib"])
-    for name in PLAIN_PACKAGES:
-        if (ours / name).exists():
-            (site / name).symlink_to(ours / name)
-    return python
+    return make_venv("plain", PLAIN_PACKAGES)[0]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -37,19 +36,11 @@ def test_wheel_maps_export_and_runtime_under_edgecnn(wheel: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def base_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+def base_python(wheel: Path, make_venv) -> str:
     """A fresh venv holding the wheel and only the base dependencies: no torch, no onnx."""
-    venv = tmp_path_factory.mktemp("base") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
-    python = str(venv / "bin" / "python")
-    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    python, site = make_venv("base", BASE_PACKAGES)
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True)
-    ours = Path(sysconfig.get_paths()["purelib"])
-    for name in BASE_PACKAGES:
-        if (ours / name).exists():
-            (site / name).symlink_to(ours / name)
     return python
 
 
