@@ -63,8 +63,9 @@ def line_chart(
     x: Sequence[float] | None = None,
     size: tuple[int, int] = (560, 380),
     ylim: tuple[float, float] | None = None,
+    legend: str = "top",
 ) -> Image.Image:
-    """One or more lines against a shared x axis, with a legend, ticks and a light grid."""
+    """One or more lines against a shared x axis, with a legend (top or bottom right), ticks and a light grid."""
     width, height = size
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
@@ -108,9 +109,9 @@ def line_chart(
             draw.line(points, fill=colour, width=2, joint="curve")
         for p in points:
             draw.ellipse([p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3], fill=colour)
-        # Legend, top right.
+        # Legend at the right, top or bottom: wherever the curves are not (rising accuracy: bottom).
         tw, th = text_size(draw, name, 12)
-        ly = top + 8 + i * 18
+        ly = top + 8 + i * 18 if legend == "top" else height - bottom - 8 - (len(series) - i) * 18
         draw.line([(width - right - tw - 36, ly + 7), (width - right - tw - 16, ly + 7)], fill=colour, width=3)
         draw.text((width - right - tw - 10, ly), name, fill=AXIS, font=font(12))
 

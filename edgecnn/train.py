@@ -398,6 +398,7 @@ def _write_curves(run_dir: Path, history: list[dict[str, float]]) -> None:
     loss = line_chart({"train": [h["train_loss"] for h in history], "val": [h["val_loss"] for h in history]},
                       x=epochs, title="cross-entropy loss", xlabel="epoch", ylabel="loss")
     acc = line_chart({"train": [h["train_accuracy"] for h in history], "val": [h["val_accuracy"] for h in history]},
-                     x=epochs, title="accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0.0, 1.0))
+                     x=epochs, title="accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0.0, 1.0),
+                     legend="bottom")
     with atomic_path(run_dir / "curves.png") as tmp:
         hstack([loss, acc]).save(tmp, format="PNG")
