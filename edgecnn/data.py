@@ -65,6 +65,25 @@ def scan_class_folders(root: Path, *, allow_empty: bool = False) -> dict[str, li
     return files
 
 
+def class_samples(data_dir: str | os.PathLike, labels: Sequence[str]) -> tuple[Path, list[Sample]]:
+    """The images of a class-folder tree (its ``val/`` when present), indexed by name in ``labels``.
+
+    Matching by name keeps the score right when the folder lacks some classes or sorts them otherwise.
+    """
+    root = Path(data_dir)
+    if (root / "val").is_dir():
+        root = root / "val"
+    classes = scan_class_folders(root, allow_empty=True)
+    if not any(classes.values()):
+        raise DatasetError(f"{root}: no images found in class folders")
+    unknown = sorted(set(classes) - set(labels))
+    if unknown:
+        raise DatasetError(f"{root}: class folder(s) {', '.join(unknown)} are not among the model's labels "
+                           f"({', '.join(labels)})")
+    index = {label: i for i, label in enumerate(labels)}
+    return root, [(p, index[c]) for c, paths in classes.items() for p in paths]
+
+
 def resolve_dataset(data_dir: str | os.PathLike, *, val_split: float = 0.2, seed: int = 0) -> DatasetSplit:
     """Read ``DATA_DIR/train`` and ``DATA_DIR/val``, or split ``DATA_DIR/<class>`` folders by class."""
     root = Path(data_dir)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import DatasetError, EvalSet, scan_class_folders
+from .data import DatasetError, EvalSet, class_samples
 from .runtime.spec import PreprocessSpec
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # (N, H, W, 3) uint8 -> (N, classes) scores
@@ -99,19 +99,8 @@ def evaluate(
     threads: int | None = None,
 ) -> EvalReport:
     """Score ``model_path`` on ``data_dir`` (a folder per class; a ``val/`` inside it is used when present)."""
-    root = Path(data_dir)
-    if (root / "val").is_dir() and not (root / "val").samefile(root):
-        root = root / "val"
     spec, predict = load_predictor(model_path, device=device, threads=threads)
-    classes = scan_class_folders(root, allow_empty=True)
-    if not any(classes.values()):
-        raise DatasetError(f"{root}: no images found in class folders")
-    unknown = sorted(set(classes) - set(spec.labels))
-    if unknown:
-        raise DatasetError(f"{root}: class folder(s) {', '.join(unknown)} are not among the model's labels "
-                           f"({', '.join(spec.labels)})")
-    index = {label: i for i, label in enumerate(spec.labels)}
-    samples = [(p, index[c]) for c, paths in classes.items() for p in paths]
+    root, samples = class_samples(data_dir, spec.labels)
     dataset = EvalSet(samples, spec)
     if len(dataset) == 0:
         raise DatasetError(f"{root}: none of the {len(samples)} images could be read")

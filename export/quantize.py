@@ -194,22 +194,13 @@ def predict(model: str | os.PathLike | bytes, pixels: np.ndarray, spec: Preproce
 
 def eval_set(folder: str | os.PathLike, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
     """Pixels and label indices of a class-folder tree (``val/`` inside it when present), classes by name."""
-    from ..data import scan_class_folders
+    from ..data import EvalSet, class_samples
 
-    root = Path(folder)
-    if (root / "val").is_dir():
-        root = root / "val"
-    classes = scan_class_folders(root, allow_empty=True)
-    unknown = sorted(set(classes) - set(spec.labels))
-    if unknown:
-        raise QuantizeError(f"{root}: class folder(s) {', '.join(unknown)} are not among the model's labels ({', '.join(spec.labels)})")
-    index = {label: i for i, label in enumerate(spec.labels)}
-    files = [(p, index[c]) for c, paths in classes.items() for p in paths]
-    if not files:
-        raise QuantizeError(f"{root}: no images found in class folders")
-    pixels, kept = load_pixels([p for p, _ in files], spec)
-    label_of = dict(files)
-    return pixels, np.array([label_of[p] for p in kept])
+    root, samples = class_samples(folder, spec.labels)
+    dataset = EvalSet(samples, spec)
+    if not len(dataset):
+        raise QuantizeError(f"none of the {len(samples)} images in {root} could be read")
+    return np.stack(dataset.images), np.asarray(dataset.targets)
 
 
 def static_qdq(src: Path, dst: Path, pixels: np.ndarray, spec: PreprocessSpec, kind: str, *, method: str = "minmax",
