@@ -10,14 +10,14 @@ classes, is still scored right. Both kinds of model see the images through the r
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .data import DatasetError, EvalSet, class_samples
+from .data import DatasetError, EvalSet, Sample, class_samples
 from .runtime.spec import PreprocessSpec
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # (N, H, W, 3) uint8 -> (N, classes) scores
@@ -101,9 +101,22 @@ def evaluate(
     """Score ``model_path`` on ``data_dir`` (a folder per class; a ``val/`` inside it is used when present)."""
     spec, predict = load_predictor(model_path, device=device, threads=threads)
     root, samples = class_samples(data_dir, spec.labels)
+    return evaluate_samples(model_path, spec, predict, samples, batch_size=batch_size, where=f"{root}: ")
+
+
+def evaluate_samples(
+    model_path: str | os.PathLike,
+    spec: PreprocessSpec,
+    predict: Predictor,
+    samples: Sequence[Sample],
+    *,
+    batch_size: int = 64,
+    where: str = "",
+) -> EvalReport:
+    """Score ``predict`` (from load_predictor) on (path, class index) ``samples``, decoded as the runtime does."""
     dataset = EvalSet(samples, spec)
     if len(dataset) == 0:
-        raise DatasetError(f"{root}: none of the {len(samples)} images could be read")
+        raise DatasetError(f"{where}none of the {len(samples)} images could be read")
     probs = []
     for start in range(0, len(dataset), batch_size):
         probs.append(predict(np.stack(dataset.images[start : start + batch_size])))

@@ -13,27 +13,17 @@ import html
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .data import DatasetError, EvalSet, Sample
+from .data import DatasetError, Sample
+from .evaluate import EvalReport, evaluate, evaluate_samples, load_predictor
 from .fileio import atomic_path, atomic_write_text
 from .runtime.spec import PreprocessSpec
 from .visualize import check_references, figure, html_page, load_view, render_kernels, render_softmax
 
 MAX_EXAMPLES = 6  # misclassified validation images shown
-
-
-@dataclass
-class _Scores:
-    labels: tuple[str, ...]
-    probs: np.ndarray  # (n, classes)
-    targets: np.ndarray  # (n,)
-    paths: list[str]
-    confusion: np.ndarray
-    accuracy: float
 
 
 def _split_val_samples(run_dir: Path, data_dir: Path, labels: tuple[str, ...]) -> list[Sample] | None:
@@ -48,23 +38,6 @@ def _split_val_samples(run_dir: Path, data_dir: Path, labels: tuple[str, ...]) -
         if label in index:
             samples.append((data_dir / rel, index[label]))
     return samples
-
-
-def _score_samples(model: Path, samples: Sequence[Sample], labels: tuple[str, ...]) -> _Scores:
-    """The same arithmetic as edgecnn.evaluate.evaluate, over a given list of (path, class) samples."""
-    from .evaluate import load_predictor
-
-    spec, predict = load_predictor(model)
-    dataset = EvalSet(samples, spec)
-    if len(dataset) == 0:
-        raise DatasetError(f"none of the {len(samples)} validation images could be read")
-    probs = np.concatenate([predict(np.stack(dataset.images[i : i + 64])) for i in range(0, len(dataset), 64)])
-    targets = np.asarray(dataset.targets)
-    confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    np.add.at(confusion, (targets, probs.argmax(1)), 1)
-    failed = {str(p) for p, _ in dataset.failures}
-    return _Scores(labels, probs, targets, [str(p) for p, _ in samples if str(p) not in failed], confusion,
-                   float(np.trace(confusion) / confusion.sum()))
 
 
 def write_training_report(
@@ -91,16 +64,14 @@ def write_training_report(
     folder = run / "report"
     folder.mkdir(parents=True, exist_ok=True)
 
-    scores: _Scores | None = None
+    scores: EvalReport | None = None
     if val_samples is None and data_dir is not None:
         val_samples = _split_val_samples(run, Path(data_dir), labels)
         if val_samples is None:
-            from .evaluate import evaluate
-
-            ev = evaluate(best, data_dir)
-            scores = _Scores(ev.labels, ev.predictions, ev.targets, ev.paths, ev.confusion, ev.accuracy)
+            scores = evaluate(best, data_dir)
     if scores is None and val_samples is not None:
-        scores = _score_samples(best, val_samples, labels)
+        spec, predict = load_predictor(best)
+        scores = evaluate_samples(best, spec, predict, val_samples, where="validation set: ")
 
     if scores is not None:
         confusion, accuracy = scores.confusion, scores.accuracy
@@ -153,19 +124,19 @@ def write_training_report(
     return target
 
 
-def _examples(scores: _Scores, spec: PreprocessSpec, folder: Path, max_examples: int) -> tuple[str, list[str]]:
+def _examples(scores: EvalReport, spec: PreprocessSpec, folder: Path, max_examples: int) -> tuple[str, list[str]]:
     """The most confidently wrong validation images with their softmax bars; the closest calls if none is wrong."""
     from .runtime.decode import margin
     from .runtime.preprocess import ImageError, preprocess
 
-    predicted = scores.probs.argmax(1)
+    predicted = scores.predictions.argmax(1)
     wrong = np.flatnonzero(predicted != scores.targets)
     if len(wrong):
-        order = wrong[np.argsort(-scores.probs[wrong, predicted[wrong]], kind="stable")][:max_examples]
+        order = wrong[np.argsort(-scores.predictions[wrong, predicted[wrong]], kind="stable")][:max_examples]
         heading = (f"<h2>Mistakes</h2><p>{len(wrong)} of {len(scores.targets)} validation images are misclassified; "
                    f"the {len(order)} most confidently wrong are shown, with what the model saw.</p>")
     else:
-        margins = np.array([margin(p) for p in scores.probs])
+        margins = np.array([margin(p) for p in scores.predictions])
         order = np.argsort(margins, kind="stable")[:max_examples]
         heading = ("<h2>Closest calls</h2><p>Every validation image is classified correctly; these are the "
                    f"{len(order)} with the smallest margin between the first and second class.</p>")
@@ -177,7 +148,7 @@ def _examples(scores: _Scores, spec: PreprocessSpec, folder: Path, max_examples:
         except ImageError:
             continue  # it was read for scoring a moment ago; if it vanished since, the report goes on without it
         true = scores.labels[scores.targets[i]]
-        picture, sv = render_softmax(scores.probs[i], scores.labels, pixels=pixels, title=path.name, true_label=true)
+        picture, sv = render_softmax(scores.predictions[i], scores.labels, pixels=pixels, title=path.name, true_label=true)
         name = f"example_{k}.png"
         picture.save(folder / name)
         files.append(f"report/{name}")
