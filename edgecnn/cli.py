@@ -18,21 +18,29 @@ from . import __version__
 # name -> (module under edgecnn.commands, attribute, one-line help shown by `edgecnn --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("demo", "demo", "Run the whole pipeline on built-in synthetic data."),
-    "data": ("data", "data", "Make and inspect datasets (synthetic ImageFolder)."),
+    "data": ("data", "data", "Make synthetic datasets and check yours (duplicates, leakage, mislabels)."),
     "models": ("models", "models", "List the model family with parameters and MACs."),
     "train": ("train", "train", "Train a classifier on an ImageFolder dataset."),
     "eval": ("evaluate", "eval_", "Evaluate a .pt or .onnx model on a class-folder tree."),
     "export": ("export", "export", "Export a checkpoint to a verified ONNX file."),
     "quantize": ("quantize", "quantize", "Quantize an ONNX model to INT8 (or FP16)."),
+    "calibrate": ("calibrate", "calibrate", "Calibrate an ONNX model's probabilities (temperature scaling)."),
     "classify": ("classify", "classify", "Classify images or a camera stream with an ONNX model."),
     "bench": ("bench", "bench", "Measure latency, throughput and memory of models."),
+    "serve": ("serve", "serve", "Serve a model over HTTP: JSON API, metrics and a live camera page."),
     "deploy": ("deploy", "deploy", "Bundle a model and the runtime for a device (Raspberry Pi)."),
     "visualize": ("visualize", "visualize", "Render kernels, feature maps and softmax of a model."),
 }
 
 
 # Optional modules and the extra that installs each: the base install runs classify, bench and deploy.
-EXTRAS = {"torch": "edgecnn[train]", "onnx": "edgecnn[train]", "onnxscript": "edgecnn[train]", "cv2": "edgecnn[camera]"}
+EXTRAS = {
+    "torch": "edgecnn[train]", "torchvision": "edgecnn[train]", "onnx": "edgecnn[train]", "onnxscript": "edgecnn[train]",
+    "cv2": "edgecnn[camera]",
+    "starlette": "edgecnn[serve]", "uvicorn": "edgecnn[serve]", "prometheus_client": "edgecnn[serve]",
+    "multipart": "edgecnn[serve]", "python_multipart": "edgecnn[serve]",
+    "openvino": "edgecnn[openvino]",
+}
 
 
 class LazyGroup(click.Group):
