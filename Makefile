@@ -25,11 +25,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/edgecnn demo
 
+# tests/test_scale.py runs in a pytest process of its own: it starts torchrun groups and SIGKILLs a rank, and
+# after the rest of the suite in the same process the pytest process itself died with SIGSEGV twice (it
+# passes alone; not yet diagnosed).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --ignore=tests/test_scale.py
+	$(BIN)/python -m pytest -q tests/test_scale.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgecnn export runtime tests benchmarks
+	mkdir -p build/mypy/edgecnn  # mypy does not follow the editable install: a link tree under the installed names
+	ln -sfn ../../../edgecnn/__init__.py build/mypy/edgecnn/__init__.py
+	ln -sfn ../../../export build/mypy/edgecnn/export
+	ln -sfn ../../../runtime build/mypy/edgecnn/runtime
 	$(BIN)/mypy
 
 bench: $(STAMP)

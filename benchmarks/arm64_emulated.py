@@ -16,6 +16,7 @@ an artefact of emulation that says nothing about real boards.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -50,13 +51,15 @@ class Arm64Env:
     root: Path  # the unpacked arm64 Debian packages: root/usr/bin/python3.11, root/lib/ld-linux-aarch64.so.1
     site: Path  # aarch64 wheels installed with pip --target
     versions: dict
+    extra_sites: tuple[Path, ...] = ()  # more wheel folders on PYTHONPATH (the serve requirements: with_serve())
 
     def command(self, *args: str) -> list[str]:
         return [str(self.qemu), "-L", str(self.root), str(self.root / "usr" / "bin" / PYTHON), *args]
 
     def environ(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-        env.update(PYTHONPATH=str(self.site), PYTHONNOUSERSITE="1", QEMU_LD_PREFIX=str(self.root))
+        env.update(PYTHONPATH=os.pathsep.join(map(str, (self.site, *self.extra_sites))), PYTHONNOUSERSITE="1",
+                   QEMU_LD_PREFIX=str(self.root))
         return env
 
     def run(self, args: list[str], *, cwd: str | os.PathLike | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -178,6 +181,74 @@ def ensure_env(cache: str | os.PathLike | None = None, *, install: bool = True) 
     stamp.write_text(json.dumps({"requirements": REQUIREMENTS, "versions": versions}, indent=2) + "\n")
     _log(f"built in {time.perf_counter() - start:.0f} s: {versions}")
     return Arm64Env(qemu, root, site, versions)
+
+
+def with_serve(env: Arm64Env, cache: str | os.PathLike | None = None, *, install: bool = True) -> Arm64Env:
+    """``env`` plus the bundle's requirements-serve.txt (pure-Python wheels), for `app.pyz --serve`.
+
+    Installed once into ``cache``/site-serve beside the base environment; Unavailable when that cannot be done.
+    """
+    from edgecnn.deploy import REQUIREMENTS_SERVE
+
+    cache = Path(cache or os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
+    site, stamp = cache / "site-serve", cache / "SERVE_READY.json"
+    wanted = "".join(line + "\n" for line in REQUIREMENTS_SERVE.splitlines() if not line.startswith("-r "))
+    if not (stamp.is_file() and json.loads(stamp.read_text()).get("requirements") == wanted):
+        if not install:
+            raise Unavailable(f"{cache} holds no serve packages and installing was not allowed")
+        _log(f"installing the serve requirements (aarch64, pure Python) into {site}")
+        _install_wheels(site, wanted)
+        stamp.write_text(json.dumps({"requirements": wanted}, indent=2) + "\n")
+    return dataclasses.replace(env, extra_sites=(*env.extra_sites, site))
+
+
+def check_serve(bundle: str | os.PathLike, images: list[str], *, env: Arm64Env, timeout: float = 240) -> dict:
+    """Run ``bundle``/app.pyz --serve under emulation, POST ``images``, SIGTERM it; report the answers and exit code.
+
+    ``env`` must hold the serve requirements (with_serve). Each answer is the JSON body of /v1/classify, or
+    ``{"status": N, "error": ...}`` for a refused image.
+    """
+    import http.client
+    import signal
+
+    app = str(Path(bundle).resolve() / "app.pyz")
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "serve.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(env.command(app, "--serve", "--port", "0"), env=env.environ(), stdout=out,
+                                    stderr=subprocess.STDOUT, cwd=tmp)
+        start = time.perf_counter()
+        try:
+            while "startup complete" not in log.read_text(errors="replace"):
+                if proc.poll() is not None or time.perf_counter() - start > timeout:
+                    raise RuntimeError(f"app.pyz --serve did not start under emulation: {log.read_text()[-1500:]}")
+                time.sleep(0.2)
+            started_s = time.perf_counter() - start
+            port = int(log.read_text().split("http://127.0.0.1:")[1].split("/")[0])
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+            conn.request("GET", "/healthz")
+            health = json.loads(conn.getresponse().read())
+            answers = []
+            for path in images:
+                conn.request("POST", "/v1/classify?top_k=3", body=Path(path).read_bytes(),
+                             headers={"Content-Type": "application/octet-stream"})
+                response = conn.getresponse()
+                body = json.loads(response.read())
+                answers.append({"path": path, **body} if response.status == 200 else
+                               {"path": path, "status": response.status, "error": body.get("error")})
+            conn.request("GET", "/metrics")
+            metrics_ok = b"edgecnn_requests_total" in conn.getresponse().read()
+            conn.close()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+        text = log.read_text(errors="replace")
+    return {"health": health, "answers": answers, "metrics": metrics_ok, "exit_code": code,
+            "traceback": "Traceback" in text, "startup_s": round(started_s, 1)}
 
 
 def _parse(stdout: str) -> list[dict]:

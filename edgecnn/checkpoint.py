@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .fileio import atomic_path
+from .runtime.filekind import not_checkpoint_message
 from .runtime.spec import PreprocessSpec
 
 if TYPE_CHECKING:
@@ -50,6 +51,12 @@ class Checkpoint:
     @property
     def epoch(self) -> int:
         return int(self.data.get("epoch", 0))
+
+    @property
+    def init(self) -> dict[str, Any]:
+        """Where the run's starting weights came from (edgecnn.transfer.StartingPoint): kind, weights enum name,
+        file SHA-256, parent checkpoint. Checkpoints from before it was recorded started from scratch."""
+        return dict(self.data.get("init") or {"kind": "scratch"})
 
     def build_model(self) -> nn.Module:
         from .models import create_model
@@ -92,6 +99,9 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str = "cpu") -> Ch
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    wrong_kind = not_checkpoint_message(path)  # an exported model.onnx here: say what it is for
+    if wrong_kind:
+        raise CheckpointError(wrong_kind)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError, TypeError, AttributeError) as exc:

@@ -43,7 +43,32 @@ EXTRAS = {
 }
 
 
+class OneLineUsageError(click.ClickException):
+    """Click's usage error as the one line the README promises: ``Error: ... (see edgecnn CMD --help)``, exit 2."""
+
+    exit_code = 2
+
+    @classmethod
+    def of(cls, exc: click.UsageError) -> OneLineUsageError:
+        where = exc.ctx.command_path if exc.ctx is not None else "edgecnn"
+        return cls(f"{exc.format_message()} (see {where} --help)")
+
+
+def _one_line_usage(exc: click.UsageError) -> click.ClickException:
+    # No arguments at all shows the help (click's NoArgsIsHelpError): that is not an error to shorten.
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        return exc
+    return OneLineUsageError.of(exc)
+
+
 class LazyGroup(click.Group):
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:  # an unknown option of the group itself: `edgecnn --bogus`
+            raise _one_line_usage(exc) from None
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
 
@@ -62,8 +87,13 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a subcommand's bad option or argument, an unknown command
+            raise _one_line_usage(exc) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:  # `edgecnn ... | head`: the reader has what it wanted; end quietly, exit 0
+            _silence_stdout()
+            raise click.exceptions.Exit(0) from None
         except ModuleNotFoundError as exc:
             root = (exc.name or "").split(".")[0]
             if root in EXTRAS:
@@ -109,18 +139,27 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s: %(message)s")
 
 
+def _silence_stdout() -> None:
+    from .runtime.output import silence_stdout  # here, not at the top: `edgecnn --help` stays light
+
+    silence_stdout()
+
+
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point; Ctrl-C exits 130 without a traceback."""
+    """Console entry point; Ctrl-C exits 130 without a traceback, a closed stdout (`| head`) exits 0 quietly."""
     try:
         cli.main(args=argv, prog_name="edgecnn")
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except BrokenPipeError:  # raised outside a command, e.g. while click prints the help
+        _silence_stdout()
+        sys.exit(0)
 
 
 if __name__ == "__main__":

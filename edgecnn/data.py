@@ -5,7 +5,9 @@
 
 Decoding goes through the runtime's ``load_rgb``/``preprocess``, so training sees exactly the pixels
 that the device will see. This module needs numpy and Pillow only; ``TrainSet``/``EvalSet`` are plain
-sequences that a torch DataLoader can wrap.
+sequences that a torch DataLoader can wrap. With a ``cache_dir`` the decoded images live in a
+memory-mapped cache entry on disk (``edgecnn.cache``) that every process and epoch shares; without one,
+in this process's memory.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .augment import FITTED, FLIP, sample_boxes
+from .cache import CachedImages, open_or_build
 from .runtime.preprocess import ImageError, is_image_file, load_rgb, preprocess, resize_and_crop
 from .runtime.spec import PreprocessSpec
 
@@ -170,25 +174,55 @@ def warn_failures(failures: list[tuple[Path, str]], what: str) -> None:
         log.warning("skipped %d unreadable %s image(s)%s", len(failures), what, more)
 
 
-class EvalSet:
-    """Validation images, preprocessed once exactly as the runtime does: (size, size, 3) uint8."""
+def decode_train_image(path: Path, spec: PreprocessSpec) -> np.ndarray:
+    """A training image as stored for augmentation: shorter side = spec.resize (never enlarged), uint8 HWC."""
+    image = load_rgb(path, min_side=spec.resize)
+    w, h = image.size
+    r = spec.resize / min(w, h)
+    if r < 1:
+        image = image.resize((max(1, round(w * r)), max(1, round(h * r))), Image.Resampling.BILINEAR)
+    return np.asarray(image)
 
-    def __init__(self, samples: Sequence[Sample], spec: PreprocessSpec, *, threads: int = 4):
-        self.images, self.targets, self.failures = decode_all(samples, lambda p: preprocess(p, spec), threads=threads)
+
+class EvalSet:
+    """Validation images, preprocessed once exactly as the runtime does: (size, size, 3) uint8.
+
+    ``cache_dir``: keep them in a shared memory-mapped cache entry there (``build=False``: wait for
+    another process to build it) instead of this process's memory.
+    """
+
+    def __init__(self, samples: Sequence[Sample], spec: PreprocessSpec, *, threads: int = 4,
+                 cache_dir: str | os.PathLike | None = None, build: bool = True):
+        def decode(path: Path) -> np.ndarray:
+            return preprocess(path, spec)
+
+        self.images: Sequence[np.ndarray] | np.ndarray
+        self.targets: Sequence[int] | np.ndarray
+        if cache_dir is None:
+            self.images, self.targets, self.failures = decode_all(samples, decode, threads=threads)
+        else:
+            cached = open_or_build(samples, lambda chunk: decode_all(chunk, decode, threads=threads), cache_dir=cache_dir,
+                                   build=build, fields={"kind": "eval", "size": spec.size, "resize": spec.resize,
+                                                        "interpolation": spec.interpolation})
+            self.images, self.targets, self.failures = cached.as_array(), cached.targets, cached.failures
         warn_failures(self.failures, "validation")
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        return self.images[i], self.targets[i]
+        return self.images[i], int(self.targets[i])
 
 
 class TrainSet:
-    """Training images decoded once (shorter side = spec.resize) and augmented per epoch.
+    """Training images decoded once (shorter side = spec.resize, never enlarged) and augmented per epoch.
 
-    Augmentation is a random resized crop (and an optional horizontal flip) drawn from a generator seeded
-    by (seed, epoch, index), so a run is reproducible whatever the number of loader workers or processes.
+    Augmentation is a random resized crop (and an optional horizontal flip) whose box comes from
+    ``augment.sample_boxes``, seeded by (seed, epoch, index), so a run is reproducible whatever the number
+    of loader workers or processes. ``cache_dir`` keeps the decoded images in a shared memory-mapped cache
+    entry (whole, at their own aspect ratio, so the crops are exactly those of the in-memory path);
+    ``build=False`` waits for another process to build it. ``device_augment``: items are (uncropped
+    uint8 image, target, box row) for ``augment.collate_boxes``, and the crop happens on the device.
     """
 
     def __init__(
@@ -200,22 +234,28 @@ class TrainSet:
         scale: tuple[float, float] = (0.35, 1.0),
         hflip: bool = False,
         threads: int = 4,
+        cache_dir: str | os.PathLike | None = None,
+        build: bool = True,
+        device_augment: bool = False,
     ):
         self.spec = spec
         self.seed = seed
         self.scale = scale
         self.hflip = hflip
+        self.device_augment = device_augment
         self.epoch = 0
 
         def decode(path: Path) -> np.ndarray:
-            image = load_rgb(path, min_side=spec.resize)
-            w, h = image.size
-            r = spec.resize / min(w, h)
-            if r < 1:
-                image = image.resize((max(1, round(w * r)), max(1, round(h * r))), Image.Resampling.BILINEAR)
-            return np.asarray(image)
+            return decode_train_image(path, spec)
 
-        self.images, self.targets, self.failures = decode_all(samples, decode, threads=threads)
+        self.images: Sequence[np.ndarray] | CachedImages
+        self.targets: Sequence[int] | np.ndarray
+        if cache_dir is None:
+            self.images, self.targets, self.failures = decode_all(samples, decode, threads=threads)
+        else:
+            cached = open_or_build(samples, lambda chunk: decode_all(chunk, decode, threads=threads), cache_dir=cache_dir,
+                                   build=build, fields={"kind": "train", "resize": spec.resize})
+            self.images, self.targets, self.failures = cached, cached.targets, cached.failures
         warn_failures(self.failures, "training")
 
     def set_epoch(self, epoch: int) -> None:
@@ -224,24 +264,28 @@ class TrainSet:
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        image = Image.fromarray(self.images[i])
-        w, h = image.size
-        area = w * h
-        for _ in range(10):
-            target = area * rng.uniform(*self.scale)
-            ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-            cw, ch = round(np.sqrt(target * ratio)), round(np.sqrt(target / ratio))
-            if 0 < cw <= w and 0 < ch <= h:
-                x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-                image = image.resize((self.spec.size, self.spec.size), Image.Resampling.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
-                break
-        else:  # the sampled boxes did not fit: fall back to the evaluation view
+    def box(self, i: int, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """Image ``i``'s crop box for the current epoch (``shape``: its (height, width), if known): a row of
+        ``augment.sample_boxes``."""
+        h, w = (shape or self.images[i].shape)[:2]
+        return sample_boxes(self.seed, self.epoch, [i], [(h, w)], scale=self.scale, hflip=self.hflip,
+                            eval_crop=(self.spec.size, self.spec.resize))[0]
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int] | tuple[np.ndarray, int, np.ndarray]:
+        pixels, target = self.images[i], int(self.targets[i])
+        box = self.box(i, pixels.shape)
+        if self.device_augment:
+            return pixels, target, box
+        image = Image.fromarray(pixels)
+        if box[FITTED]:
+            size = (self.spec.size, self.spec.size)
+            x0, y0, x1, y1 = (float(v) for v in box[:4])
+            image = image.resize(size, Image.Resampling.BILINEAR, box=(x0, y0, x1, y1))
+        else:  # the sampled boxes did not fit: the evaluation view
             image = resize_and_crop(image, self.spec)
-        if self.hflip and rng.random() < 0.5:
+        if box[FLIP]:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return np.asarray(image, dtype=np.uint8), self.targets[i]
+        return np.asarray(image, dtype=np.uint8), target
 
 
 def collate(batch: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:

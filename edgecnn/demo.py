@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .defaults import DEFAULT_ARCH
+from .runtime.output import human_bytes
+from .runtime.policy import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_MARGIN
 
 # What the demo builds; tuned so the whole run stays well under five minutes on two CPU cores.
 DEMO_CLASSES = 5
@@ -90,7 +92,9 @@ def run_demo(out_dir: str | Path = "edgecnn-demo", *, fresh: bool = False, epoch
         if marker.is_file() and marker.read_text() == wanted:
             echo(f"   reusing {paths.data}")
             return
-        summary = synthesize(paths.data, classes=DEMO_CLASSES, per_class=DEMO_PER_CLASS, size=DEMO_SIZE, seed=DEMO_SEED)
+        # force: the demo owns this folder; a set from other DEMO_* values is replaced.
+        summary = synthesize(paths.data, classes=DEMO_CLASSES, per_class=DEMO_PER_CLASS, size=DEMO_SIZE, seed=DEMO_SEED,
+                             force=True)
         marker.write_text(wanted)
         echo(f"   {summary.train_images} train + {summary.val_images} val images of {', '.join(summary.classes)} "
              f"({DEMO_SIZE}x{DEMO_SIZE}) in {paths.data}")
@@ -102,7 +106,7 @@ def run_demo(out_dir: str | Path = "edgecnn-demo", *, fresh: bool = False, epoch
             return
         resume = (paths.run / "last.pt").is_file()
         config = TrainConfig(arch=DEFAULT_ARCH, img_size=DEMO_SIZE, epochs=epochs, seed=DEMO_SEED, device="cpu")
-        train(paths.data, paths.run, config, resume=resume)
+        train(paths.data, paths.run, config, resume=resume, epochs=epochs)  # a longer --epochs extends the run
         echo(f"   curves: {paths.run / 'curves.png'}")
 
     def evaluation() -> None:
@@ -116,7 +120,7 @@ def run_demo(out_dir: str | Path = "edgecnn-demo", *, fresh: bool = False, epoch
         from .export import export_onnx
 
         r = export_onnx(paths.checkpoint, paths.fp32, verify_dir=paths.data / "val")
-        echo(f"   {r.path}: {r.size_bytes / 1e3:.0f} kB, uint8 NHWC input, opset {r.opset}; matches PyTorch on "
+        echo(f"   {r.path}: {human_bytes(r.size_bytes)}, uint8 NHWC input, opset {r.opset}; matches PyTorch on "
              f"{r.verified_images} images ({r.real_images} real), max |dp| {r.max_prob_diff:.1e}")
 
     def quantization() -> None:
@@ -125,9 +129,10 @@ def run_demo(out_dir: str | Path = "edgecnn-demo", *, fresh: bool = False, epoch
         # force: the demo shows the figures even when the accuracy gate fails, and says so below.
         r = quantize(paths.fp32, paths.data / "train", paths.int8, eval_dir=paths.data / "val", force=True)
         result.summary.update(fp32_accuracy=r.fp32_accuracy, int8_accuracy=r.quant_accuracy, agreement=r.agreement)
+        assert r.accuracy_drop is not None and r.agreement is not None, "eval_dir was given: both are measured"
         echo(f"   {'model':<16} {'accuracy':>9} {'size':>9}")
-        echo(f"   {'FP32 ONNX':<16} {r.fp32_accuracy:>9.4f} {r.fp32_bytes / 1e3:>7.0f}kB")
-        echo(f"   {'INT8 ONNX':<16} {r.quant_accuracy:>9.4f} {r.quant_bytes / 1e3:>7.0f}kB")
+        echo(f"   {'FP32 ONNX':<16} {r.fp32_accuracy:>9.4f} {human_bytes(r.fp32_bytes):>9}")
+        echo(f"   {'INT8 ONNX':<16} {r.quant_accuracy:>9.4f} {human_bytes(r.quant_bytes):>9}")
         echo(f"   drop {100 * r.accuracy_drop:+.2f} points, {r.size_ratio:.1f}x smaller, top-1 agreement FP32 vs INT8 "
              f"{100 * r.agreement:.1f}% on {r.agreement_images} images")
         if not r.passed:
@@ -141,8 +146,8 @@ def run_demo(out_dir: str | Path = "edgecnn-demo", *, fresh: bool = False, epoch
         files = sorted((paths.data / "val").rglob("*.png"))[:: max(1, DEMO_PER_CLASS // 5)][:8]
         echo(f"   {paths.int8} ({clf.precision}, {clf.input_dtype} {clf.input_layout} input) on {clf.device}")
         echo("   " + table_header())
-        for r in clf.classify_paths(files, top_k=3, min_confidence=0.5, min_margin=0.2):
-            echo("   " + (table_row(str(r.path), r.prediction) if r.ok else error_row(str(r.path), r.error)))
+        for r in clf.classify_paths(files, top_k=3, min_confidence=DEFAULT_MIN_CONFIDENCE, min_margin=DEFAULT_MIN_MARGIN):
+            echo("   " + (table_row(str(r.path), r.prediction) if r.error is None else error_row(str(r.path), r.error)))
 
     def benchmark() -> None:
         from .bench import bench, format_table, write_outputs

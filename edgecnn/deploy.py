@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import __version__
 from .checkpoint import file_sha256
+from .runtime.policy import AMBIGUOUS_MARGIN, DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_MARGIN
 
 BUNDLE_PACKAGE = "edgecnn_runtime"  # the runtime's package name inside app.pyz
 MODEL_FILE = "model.onnx"
@@ -52,6 +53,19 @@ REQUIREMENTS_CAMERA = """\
 -r requirements.txt
 opencv-python-headless>=4.8
 """
+
+# The lower bounds of pyproject.toml's [serve] extra; all four (and their dependencies) are pure Python.
+REQUIREMENTS_SERVE = """\
+# Only for `app.pyz --serve`: the HTTP service (JSON API, Prometheus metrics, a page with a live view).
+# Pure-Python wheels: they install on a Raspberry Pi as anywhere. Add requirements-camera.txt for --camera.
+-r requirements.txt
+starlette>=0.40
+uvicorn>=0.30
+prometheus-client>=0.20
+python-multipart>=0.0.9
+"""
+RUNTIME_SUBPACKAGES = ("serve",)  # runtime/<name>/ goes into app.pyz too (serve: its .py files and page.html)
+_RUNTIME_FILE_SUFFIXES = (".py", ".html")
 
 _MAIN = f"""\
 # app.pyz entry point: kept to syntax any Python 3 parses, so that an old one says why it cannot run.
@@ -123,6 +137,7 @@ def deploy(model: str | os.PathLike, out_dir: str | os.PathLike, *, name: str | 
         build_app(staging / APP_FILE)
         (staging / "requirements.txt").write_text(REQUIREMENTS)
         (staging / "requirements-camera.txt").write_text(REQUIREMENTS_CAMERA)
+        (staging / "requirements-serve.txt").write_text(REQUIREMENTS_SERVE)
         (staging / f"{name}.service").write_text(systemd_unit(name))
         info = {
             "name": name,
@@ -160,6 +175,7 @@ def build_app(target: str | os.PathLike) -> Path:
     """
     target = Path(target)
     sources = runtime_sources()
+    folder = sources[0].parent  # runtime/ (its own files come first)
     with open(target, "wb") as f:
         f.write(b"#!/usr/bin/env python3\n")
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
@@ -168,23 +184,27 @@ def build_app(target: str | os.PathLike) -> Path:
                 # The package's own __init__ imports the whole API (numpy, Pillow, onnxruntime); in the bundle,
                 # app.py imports modules as it needs them, so that --help and the "install the requirements"
                 # message work before anything is installed.
-                data = _BUNDLE_INIT.encode() if path.name == "__init__.py" else path.read_bytes()
-                _add(zf, f"{BUNDLE_PACKAGE}/{path.name}", data)
+                rel = path.relative_to(folder).as_posix()
+                data = _BUNDLE_INIT.encode() if rel == "__init__.py" else path.read_bytes()
+                _add(zf, f"{BUNDLE_PACKAGE}/{rel}", data)
     target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return target
 
 
 def runtime_sources() -> list[Path]:
-    """The runtime's .py files, checked to import each other only relatively (they must work inside app.pyz)."""
+    """The runtime's .py files (then its subpackages' .py and .html files), checked to import each other only
+    relatively (they must work inside app.pyz)."""
     spec = find_spec("edgecnn.runtime")  # find, not import: no need to load numpy here
     if spec is None or not spec.submodule_search_locations:
         raise DeployError("the edgecnn.runtime package is not installed; reinstall edgecnn")
     folder = Path(next(iter(spec.submodule_search_locations)))
     sources = sorted(folder.glob("*.py"))
+    for sub in RUNTIME_SUBPACKAGES:
+        sources += sorted(p for p in (folder / sub).glob("*") if p.suffix in _RUNTIME_FILE_SUFFIXES)
     if not (folder / "app.py").is_file():
         raise DeployError(f"{folder}: runtime/app.py is missing; reinstall edgecnn")
     for path in sources:
-        if _imports_edgecnn(path):
+        if path.suffix == ".py" and _imports_edgecnn(path):
             raise DeployError(f"{path}: imports edgecnn absolutely; inside app.pyz the runtime must use relative imports")
     return sources
 
@@ -293,6 +313,10 @@ User=pi
 WorkingDirectory={where}
 # One JSON line per frame goes to the journal: journalctl -u {name} -f
 ExecStart={where}/venv/bin/python {where}/{APP_FILE} --camera --source 0 --json --threads 4
+# Or serve over HTTP (pip install -r requirements-serve.txt; README.md, "Serve over HTTP"): replace the
+# line above with these two. SIGTERM (systemctl stop) lets requests in flight finish; the exit code is 0.
+#Environment=EDGECNN_TOKEN=change-me
+#ExecStart={where}/venv/bin/python {where}/{APP_FILE} --serve --host 0.0.0.0 --port 8080 --threads 4
 Restart=on-failure
 RestartSec=5
 
@@ -305,7 +329,9 @@ def bundle_readme(*, name: str, labels: tuple[str, ...] | list[str], precision: 
     """The README.md written into each bundle: what a person at the board does, step by step."""
     shown = ", ".join(labels[:20]) + (f", ... ({len(labels)} in all)" if len(labels) > 20 else "")
     return (_README_TEMPLATE.replace("{name}", name).replace("{labels}", shown).replace("{precision}", precision)
-            .replace("{size}", str(size)).replace("{min_python}", ".".join(map(str, MIN_PYTHON))))
+            .replace("{size}", str(size)).replace("{min_python}", ".".join(map(str, MIN_PYTHON)))
+            .replace("{min_confidence}", str(DEFAULT_MIN_CONFIDENCE)).replace("{min_margin}", str(DEFAULT_MIN_MARGIN))
+            .replace("{ambiguous_margin}", str(AMBIGUOUS_MARGIN)))
 
 
 _README_TEMPLATE = """\
@@ -320,6 +346,7 @@ that needs only Python, onnxruntime, numpy and Pillow: no torch, no onnx, no edg
 | `app.pyz` | the runtime and its command line, one file (run it with `python3 app.pyz`) |
 | `requirements.txt` | what to install: onnxruntime, numpy, pillow |
 | `requirements-camera.txt` | the same plus OpenCV, for `--camera` with a USB camera, video file or stream |
+| `requirements-serve.txt` | the same plus starlette, uvicorn, prometheus-client, python-multipart, for `--serve` |
 | `{name}.service` | a systemd unit that starts the camera loop at boot |
 | `bundle.json` | name, labels, precision, input of the model |
 | `SHA256SUMS` | checksums of every file: `sha256sum -c SHA256SUMS` |
@@ -354,10 +381,12 @@ venv/bin/python app.pyz photos/ --recursive --top-k 3 --min-confidence 0.6
 venv/bin/python app.pyz --help
 ```
 
-`--json` prints `{"path": ..., "top": [{"label": ..., "index": ..., "prob": ...}], "uncertain": false}`
-per image, or `{"path": ..., "error": "..."}` for a file that cannot be read. The exit code is 1 if any
-file failed, 0 otherwise. A prediction whose top probability is below `--min-confidence`, or whose
-margin over the second class is below `--min-margin`, is flagged `uncertain`. The model is the
+`--json` prints `{"path": ..., "top": [{"label": ..., "index": ..., "prob": ...}], "margin": ...,
+"uncertain": false}` per image (`margin`: the first probability minus the second), or
+`{"path": ..., "error": "..."}` for a file that cannot be read. The exit code is 1 if any file failed,
+0 otherwise. A prediction is flagged `uncertain` unless its top probability is at least
+`--min-confidence` and its margin at least `--min-margin` (by default {min_confidence} and {min_margin}: the
+bands of the training report, where a margin below {ambiguous_margin} is a coin toss). The model is the
 `model.onnx` beside `app.pyz`; `-m other.onnx` picks another. `--threads N` sets onnxruntime's threads
 (a Pi 4 or 5 has 4 cores).
 
@@ -377,13 +406,30 @@ venv/bin/python app.pyz --camera --source clip.mp4 --max-frames 100 --json
 - Ctrl-C ends the loop and prints a summary (frames, mean FPS, mean latency). A camera that cannot be
   opened or that disconnects ends with a message and exit code 1.
 
+## Serve over HTTP
+
+```sh
+venv/bin/pip install -r requirements-serve.txt       # and requirements-camera.txt for --camera
+venv/bin/python app.pyz --serve                      # http://127.0.0.1:8080/ : a page to drop images on
+EDGECNN_TOKEN=s3cret venv/bin/python app.pyz --serve --host 0.0.0.0 --camera 0   # from the network, live view
+curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' localhost:8080/v1/classify
+```
+
+`POST /v1/classify` takes an image's bytes (or the multipart field `file`, `curl -F file=@photo.jpg`) and
+answers the JSON line of `--json` without its path; `GET /v1/model`, `/healthz` and `/metrics`
+(Prometheus) describe the model and the service. Errors are JSON `{"error": ...}`: 400 unreadable image,
+401 without the token, 413 over `--max-body-mb`, 415 not an image, 503 queue full (`--max-queue`). The
+server listens on 127.0.0.1 unless `--host` says otherwise; from the network, set a token (`--token` or
+`EDGECNN_TOKEN`) and send `Authorization: Bearer TOKEN`. `{name}.service` has the lines to run it at boot.
+
 ## Run at boot
 
 `{name}.service` runs `app.pyz --camera --json` from `/opt/{name}` as user `pi` and restarts it if it
 stops. Adjust `User=`, the paths and the options in it if yours differ, then:
 
 ```sh
-sudo mkdir -p /opt/{name} && sudo cp ~/{name}/* /opt/{name}/   # the files, not your venv
+cd ~/{name} && sudo mkdir -p /opt/{name}   # copy the bundle's files, not a venv made in ~/{name}:
+sudo cp model.onnx app.pyz requirements*.txt {name}.service bundle.json SHA256SUMS README.md /opt/{name}/
 cd /opt/{name} && sudo python3 -m venv venv && sudo venv/bin/pip install -r requirements-camera.txt
 sudo cp /opt/{name}/{name}.service /etc/systemd/system/
 sudo systemctl daemon-reload
@@ -395,9 +441,10 @@ journalctl -u {name} -f                              # the predictions, one JSON
 
 ## Notes
 
-- This bundle was checked under ARM64 emulation (qemu-user) with onnxruntime 1.27. Under qemu-user,
-  onnxruntime 1.30 and newer crash at import (their CPU detection); that is an artefact of emulation and
-  says nothing about real boards, where current onnxruntime is fine.
+- edgecnn's own tests run its bundles under ARM64 emulation (qemu-user, aarch64 Python 3.11, onnxruntime
+  below 1.28); this bundle itself was not run on ARM64 when it was made. Under qemu-user, onnxruntime 1.30
+  and newer crash at import (their CPU detection); that is an artefact of emulation and says nothing
+  about real boards, where current onnxruntime is fine.
 - Speed on the board is not known from emulation: measure it there, for example by timing
   `app.pyz --json` on a folder of images, or with `edgecnn bench` if you install edgecnn.
 """

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import ECE_BINS, expected_calibration_error, nll_from_probs
 from .data import DatasetError, EvalSet, Sample, class_samples
 from .runtime.spec import PreprocessSpec
 
@@ -35,6 +36,8 @@ class EvalReport:
     predictions: np.ndarray | None = None  # (n, classes) probabilities, in sample order
     targets: np.ndarray | None = None
     paths: list[str] = field(default_factory=list)
+    ece: float | None = None  # expected calibration error over calibration.ECE_BINS equal-width bins
+    nll: float | None = None  # mean negative log-likelihood of the true class
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +48,9 @@ class EvalReport:
             "per_class": self.per_class,
             "confusion": self.confusion.tolist(),
             "failed": [{"path": p, "error": e} for p, e in self.failures],
+            "ece": self.ece,
+            "ece_bins": ECE_BINS,
+            "nll": self.nll,
         }
 
 
@@ -60,7 +66,7 @@ def load_predictor(model_path: str | os.PathLike, *, device: str = "cpu", thread
         import torch
 
         from .checkpoint import load_checkpoint
-        from .train import pixels_to_tensor
+        from .models.inputs import pixels_to_tensor
 
         ckpt = load_checkpoint(path)
         model = ckpt.build_model()
@@ -119,7 +125,8 @@ def evaluate_samples(
         raise DatasetError(f"{where}none of the {len(samples)} images could be read")
     probs = []
     for start in range(0, len(dataset), batch_size):
-        probs.append(predict(np.stack(dataset.images[start : start + batch_size])))
+        # list(): np.stack's stubs take a Sequence, which an ndarray (a cached set) is not; the rows are views.
+        probs.append(predict(np.stack(list(dataset.images[start : start + batch_size]))))
     predictions = np.concatenate(probs)
     targets = np.asarray(dataset.targets)
     n = len(spec.labels)
@@ -137,4 +144,6 @@ def evaluate_samples(
         predictions=predictions,
         targets=targets,
         paths=[str(p) for p, _ in samples if str(p) not in failed],
+        ece=expected_calibration_error(predictions, targets),
+        nll=nll_from_probs(predictions, targets),
     )

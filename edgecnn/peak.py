@@ -4,9 +4,9 @@
 
 The peak is what one core reaches in a well-tuned SGEMM, the practical roof a convolution can hope
 for rather than the datasheet's FMA-units x clock figure. Two SGEMMs are timed, each pinned to one
-thread in a fresh subprocess: numpy's BLAS, and onnxruntime's own MatMul (MLAS, the kernels the models
-run on; its one-node model is encoded here by hand, since the base install has no onnx). The better
-of the two is the peak.
+thread in a fresh worker process (``python -m edgecnn.bench.worker probe-sgemm``): numpy's BLAS, and
+onnxruntime's own MatMul (MLAS, the kernels the models run on; its one-node model is encoded here by
+hand, since the base install has no onnx). The better of the two is the peak.
 """
 
 from __future__ import annotations
@@ -14,57 +14,18 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
-import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from .bench.protocol import run_job
 from .fileio import atomic_write_text
+from .runtime.onnx_wire import encode_field as _field  # the runtime's protobuf codec, shared
 
 SIZE = 512  # 0.27 GFLOP, ~3 ms: long enough to hide call overhead, short enough that some runs get a core alone
 REPEATS = 60
-
-# Runs in the subprocess: best of REPEATS products, after two to warm the caches and the BLAS.
-_PROBE = """
-import json, sys, time
-import numpy as np
-n, repeats = int(sys.argv[1]), int(sys.argv[2])
-rng = np.random.default_rng(0)
-a = rng.standard_normal((n, n), dtype=np.float32)
-b = rng.standard_normal((n, n), dtype=np.float32)
-out = np.empty((n, n), dtype=np.float32)
-for _ in range(2):
-    np.matmul(a, b, out=out)
-best = float("inf")
-for _ in range(repeats):
-    t = time.perf_counter()
-    np.matmul(a, b, out=out)
-    best = min(best, time.perf_counter() - t)
-print(json.dumps({"seconds": best, "gflops": 2 * n**3 / best / 1e9}))
-"""
-
-# The same product through onnxruntime: a MatMul model A[n,n] x B[n,n], one intra-op thread.
-_ORT_PROBE = """
-import json, sys, time
-import numpy as np
-import onnxruntime as ort
-n, repeats = int(sys.argv[1]), int(sys.argv[2])
-options = ort.SessionOptions()
-options.intra_op_num_threads = 1
-options.inter_op_num_threads = 1
-session = ort.InferenceSession(bytes.fromhex(sys.stdin.read().strip()), options, providers=["CPUExecutionProvider"])
-rng = np.random.default_rng(0)
-feed = {"A": rng.standard_normal((n, n), dtype=np.float32), "B": rng.standard_normal((n, n), dtype=np.float32)}
-for _ in range(2):
-    session.run(None, feed)
-best = float("inf")
-for _ in range(repeats):
-    t = time.perf_counter()
-    session.run(None, feed)
-    best = min(best, time.perf_counter() - t)
-print(json.dumps({"seconds": best, "gflops": 2 * n**3 / best / 1e9}))
-"""
 
 _THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
@@ -104,22 +65,6 @@ def _key() -> str:
 
 
 # ----------------------------------------------------------------- a one-node ONNX model, by hand
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes | str | int) -> bytes:
-    if isinstance(payload, int):
-        return _varint(number << 3) + _varint(payload)
-    data = payload.encode() if isinstance(payload, str) else payload
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
-
-
 def matmul_model(n: int) -> bytes:
     """ModelProto bytes of Y = MatMul(A, B), all float32 [n, n], opset 13 (field numbers from onnx.proto)."""
 
@@ -133,20 +78,51 @@ def matmul_model(n: int) -> bytes:
     return _field(1, 8) + _field(8, _field(2, 13)) + _field(7, graph)  # ir_version 8, opset_import {version 13}, graph
 
 
-def _probe(code: str, size: int, repeats: int, timeout: float, stdin: str = "") -> float:
+def _best_of(product: Callable[[], object], n: int, repeats: int) -> dict[str, float]:
+    """Best of ``repeats`` timed products, after two to warm the caches and the BLAS; 2 n^3 FLOPs each."""
+    for _ in range(2):
+        product()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        product()
+        best = min(best, time.perf_counter() - t)
+    return {"seconds": best, "gflops": 2 * n**3 / best / 1e9}
+
+
+def sgemm_numpy(n: int, repeats: int) -> dict[str, float]:
+    """In a one-thread worker: an n x n float32 product through numpy's BLAS."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32)
+    return _best_of(lambda: np.matmul(a, b, out=out), n, repeats)
+
+
+def sgemm_onnxruntime(n: int, repeats: int) -> dict[str, float]:
+    """In a worker: the same product through onnxruntime's MatMul (MLAS), one intra-op thread."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(matmul_model(n), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {"A": rng.standard_normal((n, n), dtype=np.float32), "B": rng.standard_normal((n, n), dtype=np.float32)}
+    return _best_of(lambda: session.run(None, feed), n, repeats)
+
+
+def _probe(job: str, size: int, repeats: int, timeout: float) -> float:
+    # The BLAS reads its thread count when it loads: pinned in the worker's environment, before numpy starts.
     env = dict(os.environ, **{v: "1" for v in _THREAD_VARS})
-    done = subprocess.run([sys.executable, "-c", code, str(size), str(repeats)], env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False, input=stdin)
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"the FP32 peak probe failed: {tail}")
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["gflops"])
+    result = run_job(job, [str(size), str(repeats)], what="the FP32 peak probe", timeout=timeout, env=env)
+    return float(result["gflops"])
 
 
 def measure_peak_gflops(*, size: int = SIZE, repeats: int = REPEATS, timeout: float = 120.0) -> dict[str, float]:
     """Single-thread SGEMM GFLOP/s (2 * n^3 / best time) of numpy's BLAS and onnxruntime's MLAS, each in a subprocess."""
-    return {"numpy": _probe(_PROBE, size, repeats, timeout),
-            "onnxruntime": _probe(_ORT_PROBE, size, repeats, timeout, stdin=matmul_model(size).hex())}
+    return {"numpy": _probe("probe-sgemm", size, repeats, timeout),
+            "onnxruntime": _probe("probe-ort-sgemm", size, repeats, timeout)}
 
 
 def fp32_peak_gflops(*, refresh: bool = False, cache_file: Path | None = None) -> float:

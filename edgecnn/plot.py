@@ -14,7 +14,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
-HIGHLIGHT = "#d62728"
+HIGHLIGHT = "#1f77b4"  # the bar a chart points at (the winner): emphasis, not a verdict
+GOOD = "#2ca02c"  # a highlighted bar that is good news (the fastest row)
+BAD = "#d62728"  # red only for a bad outcome (a dead channel, a failed check)
 MUTED = "#9db4d0"
 AXIS = "#333333"
 GRID = "#e3e3e3"
@@ -27,7 +29,7 @@ def font(size: int = 14) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 def text_size(draw: ImageDraw.ImageDraw, text: str, size: int = 14) -> tuple[int, int]:
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font(size))
-    return right - left, bottom - top
+    return int(right - left), int(bottom - top)  # whole pixels already (a FreeType font); the stubs say float
 
 
 def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -121,9 +123,9 @@ def line_chart(
         tw, _ = text_size(draw, xlabel, 13)
         draw.text(((width - tw) / 2, height - 22), xlabel, fill=AXIS, font=font(13))
     if ylabel:
-        label = Image.new("RGBA", (text_size(draw, ylabel, 13)[0] + 4, 18), (255, 255, 255, 0))
-        ImageDraw.Draw(label).text((2, 0), ylabel, fill=AXIS, font=font(13))
-        rotated = label.rotate(90, expand=True)
+        tag = Image.new("RGBA", (text_size(draw, ylabel, 13)[0] + 4, 18), (255, 255, 255, 0))
+        ImageDraw.Draw(tag).text((2, 0), ylabel, fill=AXIS, font=font(13))
+        rotated = tag.rotate(90, expand=True)
         image.paste(rotated, (6, top + (height - top - bottom - rotated.height) // 2), rotated)
     return image
 
@@ -138,8 +140,10 @@ def bar_chart(
     value_format: str = "{:.3f}",
     size: tuple[int, int] | None = None,
     vmax: float | None = None,
+    highlight_colour: str = HIGHLIGHT,
 ) -> Image.Image:
-    """Horizontal bars, one per label, the ``highlight`` bar in red; ``note`` is written under the title."""
+    """Horizontal bars, one per label, the ``highlight`` bar in ``highlight_colour``; ``note`` is written under
+    the title. Pass GOOD for a winner and BAD for a bar that is bad news: red never marks good news."""
     row = 26
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     label_w = max((text_size(probe, s, 13)[0] for s in labels), default=40) + 16
@@ -155,7 +159,7 @@ def bar_chart(
         tw, th = text_size(draw, label, 13)
         draw.text((label_w - 8 - tw, y + (row - th) / 2 - 3), label, fill=AXIS, font=font(13))
         length = max(0.0, value) / peak * bar_area
-        colour = HIGHLIGHT if i == highlight else MUTED
+        colour = highlight_colour if i == highlight else MUTED
         draw.rectangle([label_w, y + 4, label_w + max(1.0, length), y + row - 4], fill=colour)
         draw.text((label_w + length + 6, y + 5), value_format.format(value), fill=AXIS, font=font(12))
     draw.line([(label_w, top), (label_w, top + row * len(labels))], fill=AXIS)
@@ -261,7 +265,7 @@ def flat_tile(size: tuple[int, int], text: str) -> Image.Image:
     tw, th = text_size(draw, text, 12)
     draw.rectangle([(size[0] - tw) / 2 - 3, (size[1] - th) / 2 - 3, (size[0] + tw) / 2 + 3, (size[1] + th) / 2 + 5],
                    fill="white")
-    draw.text(((size[0] - tw) / 2, (size[1] - th) / 2 - 2), text, fill=HIGHLIGHT, font=font(12))
+    draw.text(((size[0] - tw) / 2, (size[1] - th) / 2 - 2), text, fill=BAD, font=font(12))
     return tile
 
 

@@ -74,6 +74,7 @@ def write_training_report(
         scores = evaluate_samples(best, spec, predict, val_samples, where="validation set: ")
 
     if scores is not None:
+        assert scores.targets is not None, "evaluate() keeps the per-image targets"
         confusion, accuracy = scores.confusion, scores.accuracy
         source = f"recomputed on {len(scores.targets)} validation images"
     elif "confusion" in ckpt.data:
@@ -96,6 +97,11 @@ def write_training_report(
     ]
     if "val_accuracy" in metrics and abs(metrics["val_accuracy"] - accuracy) > 1e-9:
         rows.append(("metrics.json says", f"{metrics['val_accuracy']:.4f}"))
+    calibration = ckpt.data.get("calibration")  # written by edgecnn.calibration after training
+    if calibration:
+        rows.append(("calibration", f"temperature {calibration['temperature']:.3f}; ECE ({calibration['bins']} bins) "
+                                    f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}, NLL "
+                                    f"{calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}"))
     table = "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows) + "</table>"
 
     parts = [table]
@@ -106,6 +112,12 @@ def write_training_report(
         files.append("curves.png")
     parts.append("<h2>Confusion matrix</h2>" + figure("report/confusion.png", f"Rows: true class, columns: predicted ({source}). "
                                                        "Off-diagonal cells are the mistakes, shaded by their share of the row."))
+    if calibration and (run / "reliability.png").is_file():
+        parts.append("<h2>Calibration</h2>" + figure("reliability.png", "Reliability diagram on the validation set, before and "
+                                                     "after temperature scaling: accuracy per confidence bin (bars) against the "
+                                                     "diagonal of perfect calibration; red boxes are the gaps, the numbers the "
+                                                     "images per bin. Bars above the diagonal: underconfident."))
+        files.append("reliability.png")
     parts.append("<h2>Learned kernels</h2>" + figure("report/kernels.png", f"The first convolution's filters ({view.kernel_note}) "
                                                       "and the magnitude of each deeper filter."))
     if scores is None:
@@ -129,14 +141,16 @@ def _examples(scores: EvalReport, spec: PreprocessSpec, folder: Path, max_exampl
     from .runtime.decode import margin
     from .runtime.preprocess import ImageError, preprocess
 
-    predicted = scores.predictions.argmax(1)
-    wrong = np.flatnonzero(predicted != scores.targets)
+    probs, targets = scores.predictions, scores.targets
+    assert probs is not None and targets is not None, "evaluate() keeps the per-image scores"
+    predicted = probs.argmax(1)
+    wrong = np.flatnonzero(predicted != targets)
     if len(wrong):
-        order = wrong[np.argsort(-scores.predictions[wrong, predicted[wrong]], kind="stable")][:max_examples]
-        heading = (f"<h2>Mistakes</h2><p>{len(wrong)} of {len(scores.targets)} validation images are misclassified; "
+        order = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:max_examples]
+        heading = (f"<h2>Mistakes</h2><p>{len(wrong)} of {len(targets)} validation images are misclassified; "
                    f"the {len(order)} most confidently wrong are shown, with what the model saw.</p>")
     else:
-        margins = np.array([margin(p) for p in scores.predictions])
+        margins = np.array([margin(p) for p in probs])
         order = np.argsort(margins, kind="stable")[:max_examples]
         heading = ("<h2>Closest calls</h2><p>Every validation image is classified correctly; these are the "
                    f"{len(order)} with the smallest margin between the first and second class.</p>")
@@ -147,8 +161,8 @@ def _examples(scores: EvalReport, spec: PreprocessSpec, folder: Path, max_exampl
             pixels = preprocess(path, spec)
         except ImageError:
             continue  # it was read for scoring a moment ago; if it vanished since, the report goes on without it
-        true = scores.labels[scores.targets[i]]
-        picture, sv = render_softmax(scores.predictions[i], scores.labels, pixels=pixels, title=path.name, true_label=true)
+        true = scores.labels[targets[i]]
+        picture, sv = render_softmax(probs[i], scores.labels, pixels=pixels, title=path.name, true_label=true)
         name = f"example_{k}.png"
         picture.save(folder / name)
         files.append(f"report/{name}")

@@ -8,7 +8,10 @@ has to learn edges and corners. The same seed gives the same files, byte for byt
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 SUPERSAMPLE = 4  # draw large, then shrink: antialiased edges
+MARKER = ".edgecnn-synth.json"  # the parameters of the set in this folder: same ones rewrite it, others refuse
+SPLITS = ("train", "val")
+
+
+class SynthError(ValueError):
+    """A folder synthesize will not write into; the message names it and the fix."""
 
 
 def _regular(n: int, radius: float, phase: float = 0.0) -> list[tuple[float, float]]:
@@ -64,6 +73,7 @@ class SynthSummary:
     classes: tuple[str, ...]
     train_images: int
     val_images: int
+    replaced: str | None = None  # what --force replaced: the earlier set's parameters
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
@@ -135,8 +145,14 @@ def synthesize(
     size: int = 64,
     seed: int = 0,
     val_fraction: float = 0.2,
+    force: bool = False,
 ) -> SynthSummary:
-    """Write ``OUT/train/<class>/*.png`` and ``OUT/val/<class>/*.png``: ``per_class`` images per class in all."""
+    """Write ``OUT/train/<class>/*.png`` and ``OUT/val/<class>/*.png``: ``per_class`` images per class in all.
+
+    ``OUT`` must be empty, or hold the same synthetic set (rewritten, byte for byte the same). Another
+    synthetic set there is replaced only with ``force``; a folder that is not a synthetic set never is, so
+    that a dataset of real photos is not mixed with shapes or deleted.
+    """
     if not 2 <= classes <= len(CLASS_NAMES):
         raise ValueError(f"--classes must be between 2 and {len(CLASS_NAMES)}, got {classes}")
     if per_class < 5:
@@ -146,6 +162,11 @@ def synthesize(
     root = Path(out_dir)
     names = CLASS_NAMES[:classes]
     n_val = max(1, round(per_class * val_fraction))
+    params = {"classes": classes, "per_class": per_class, "size": size, "seed": seed, "val_fraction": val_fraction}
+    replaced = _prepare(root, params, force=force)
+    # The marker goes first: an interrupted run leaves a folder that the same command completes.
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text(json.dumps(params) + "\n")
     counts = {"train": 0, "val": 0}
     for class_index, name in enumerate(names):
         for split, offset, count in (("train", 0, per_class - n_val), ("val", 1, n_val)):
@@ -155,4 +176,60 @@ def synthesize(
                 rng = np.random.default_rng([seed, offset, class_index, i])
                 render(name, size, rng).save(folder / f"{name}_{i:05d}.png", optimize=False, compress_level=1)
             counts[split] += count
-    return SynthSummary(root, names, counts["train"], counts["val"])
+    return SynthSummary(root, names, counts["train"], counts["val"], replaced)
+
+
+def _describe(params: dict) -> str:
+    return ", ".join(f"{k}={params[k]}" for k in ("classes", "per_class", "size", "seed") if k in params)
+
+
+def _prepare(root: Path, params: dict, *, force: bool) -> str | None:
+    """Check that ``root`` may receive the set ``params``; with ``force``, remove an earlier synthetic set."""
+    if root.exists() and not root.is_dir():
+        raise SynthError(f"{root}: exists and is not a folder; choose another output folder")
+    entries = [p for p in root.iterdir() if not (p.name.startswith(".") and p.name != MARKER)] if root.is_dir() else []
+    if not entries:
+        return None
+    earlier = _earlier_set(root)
+    if earlier is None:
+        shown = ", ".join(sorted(p.name for p in entries)[:3]) + (", ..." if len(entries) > 3 else "")
+        raise SynthError(f"{root}: is not empty ({shown}) and is not a synthetic set of `edgecnn data synth`; "
+                         "refusing to write shapes into it, even with --force; choose a new or empty folder")
+    if earlier == params:
+        return None  # the same set: rewriting it gives the same files
+    if not force:
+        what = _describe(earlier) or "made by an older edgecnn"
+        raise SynthError(f"{root}: already holds a different synthetic set ({what}); pass --force to replace it, "
+                         "or choose another folder")
+    for name in (*SPLITS, MARKER):
+        path = root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return _describe(earlier) or "an earlier synthetic set"
+
+
+_FILE_RE = re.compile(r"^([a-z]+)_\d{5}\.png$")
+
+
+def _earlier_set(root: Path) -> dict | None:
+    """The parameters of the synthetic set in ``root`` ({} for one made before the marker existed), else None."""
+    marker = root / MARKER
+    if marker.is_file():
+        try:
+            params = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            params = None
+        return params if isinstance(params, dict) else {}
+    # Before the marker: only train/ and val/, holding class folders of CLASS_NAMES with their own file names.
+    visible = [p for p in root.iterdir() if not p.name.startswith(".")]
+    if not visible or any(p.name not in SPLITS or not p.is_dir() for p in visible):
+        return None
+    for split in visible:
+        for folder in split.iterdir():
+            if folder.name not in CLASS_NAMES or not folder.is_dir():
+                return None
+            if any((m := _FILE_RE.match(f.name)) is None or m.group(1) != folder.name for f in folder.iterdir()):
+                return None
+    return {}

@@ -11,11 +11,11 @@ computes a shape at run time, so the graph that onnxruntime sees has no Shape/Ra
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..runtime.spec import PreprocessSpec
+from ..runtime.spec import PROBABILITIES_OUTPUT, PreprocessSpec
 
 if TYPE_CHECKING:
     import onnx
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 INPUT_PIXELS = "pixels"  # uint8 (N, H, W, 3) RGB
 INPUT_FLOAT = "input"  # float32 (N, 3, H, W), normalized
 OUTPUT_LOGITS = "logits"
-OUTPUT_PROBS = "probabilities"
+OUTPUT_PROBS = PROBABILITIES_OUTPUT  # the softmax output the runtime reads (defined once, in runtime/spec.py)
 
 # Operators that betray run-time shape arithmetic; a clean export has none of them.
 SHAPE_OPS = ("Shape", "Range", "Unsqueeze", "Squeeze", "ConstantOfShape", "Gather", "Expand", "Size")
@@ -73,8 +73,8 @@ def add_uint8_preprocessing(model: onnx.ModelProto, spec: PreprocessSpec, *, bat
     graph = model.graph
     assert len(graph.input) == 1, "the float model has one input"
     old = graph.input[0].name
-    mean = np.asarray(spec.mean, dtype=np.float32) * np.float32(255.0)
-    inv_std = (np.float32(1.0) / (np.asarray(spec.std, dtype=np.float32) * np.float32(255.0))).astype(np.float32)
+    mean = np.asarray(spec.mean255, dtype=np.float32)
+    inv_std = np.asarray(spec.inv_std255, dtype=np.float32)
 
     centred = "pre.centred_nchw"
     for node in graph.node:  # the model now reads the centred tensor instead of its old input
@@ -130,7 +130,7 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 
     graph = model.graph
     inferred = onnx.shape_inference.infer_shapes(model)
-    shapes = {}
+    shapes: dict[str, list[int | None]] = {}  # None: a dimension not known statically
     for value in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         dims = value.type.tensor_type.shape.dim
         shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
@@ -142,6 +142,10 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     def attr(node: onnx.NodeProto, name: str, default: int) -> int:
         return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
+    def static(dims: list[int | None]) -> list[int] | None:
+        known = [d for d in dims if d is not None]
+        return known if len(known) == len(dims) else None
+
     pools = {"ReduceMean": "GlobalAveragePool", "ReduceMax": "MaxPool"}
     for i, node in enumerate(graph.node):
         del node.metadata_props[:]
@@ -152,12 +156,14 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
             if axes is not None and sorted(a % 4 for a in axes) == [2, 3] and attr(node, "keepdims", 1) == 1:
                 # MaxPool with a kernel of the whole (static) map: onnxruntime runs it on uint8 in NHWC,
                 # whereas GlobalMaxPool has no int8 kernel and would cost a dequantize/transpose round trip.
-                kw = {"kernel_shape": shape[2:]} if node.op_type == "ReduceMax" and None not in shape[2:] else {}
+                kernel = static(shape[2:])
+                kw: dict[str, Any] = (
+                    {"kernel_shape": kernel} if node.op_type == "ReduceMax" and kernel is not None else {})
                 op = pools[node.op_type] if node.op_type == "ReduceMean" or kw else "GlobalMaxPool"
                 graph.node[i].CopyFrom(helper.make_node(op, [node.input[0]], list(node.output), name=node.name, **kw))
-        elif node.op_type == "Reshape" and shape is not None and len(shape) >= 2 and None not in shape[1:]:
+        elif node.op_type == "Reshape" and shape is not None and len(shape) >= 2 and (features := static(shape[1:])) is not None:
             target = const(node.input[1])
-            if target is not None and len(target) == 2 and target[0] in (-1, 0) and target[1] == int(np.prod(shape[1:])):
+            if target is not None and len(target) == 2 and target[0] in (-1, 0) and target[1] == int(np.prod(features)):
                 graph.node[i].CopyFrom(helper.make_node("Flatten", [node.input[0]], list(node.output), name=node.name, axis=1))
     for value in [*graph.input, *graph.output]:
         del value.metadata_props[:]

@@ -10,6 +10,7 @@ The file is written only after onnxruntime and PyTorch agreed on every image.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -20,16 +21,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..fileio import atomic_path
-from ..runtime.preprocess import ImageError, is_image_file, normalize, preprocess
+from ..runtime.preprocess import ImageError, is_image_file, preprocess
 from ..runtime.spec import (
     INPUT_FLOAT_NCHW,
     INPUT_UINT8_NHWC,
     META_ARCH,
     META_CHECKPOINT_SHA256,
     META_INPUT,
+    META_OOD,
     META_OPSET,
     META_PRECISION,
     META_SPEC,
+    META_TEMPERATURE,
     META_VERSION,
     PreprocessSpec,
 )
@@ -47,6 +50,7 @@ INPUTS = (INPUT_UINT8_NHWC, INPUT_FLOAT_NCHW)
 TOLERANCE = 1e-4  # largest allowed |p_onnx - p_torch| of any class probability
 RANDOM_IMAGES = 16
 MAX_VERIFY_IMAGES = 2000
+VERIFY_BATCH = 32  # images per onnxruntime call while verifying: bounded memory at any input size
 
 
 class ExportError(ValueError):
@@ -128,6 +132,7 @@ def _torch_to_onnx(model: nn.Module, size: int, *, opset: int, dynamic: bool, ba
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+    assert program is not None, "torch.onnx.export(dynamo=True) returns the program"
     return program.model_proto
 
 
@@ -140,7 +145,7 @@ def build_graph(model: nn.Module, spec: PreprocessSpec, *, opset: int = DEFAULT_
     import onnx
 
     dynamic = isinstance(batch, str)
-    proto = _torch_to_onnx(model, spec.size, opset=opset, dynamic=dynamic, batch=1 if dynamic else batch)
+    proto = _torch_to_onnx(model, spec.size, opset=opset, dynamic=dynamic, batch=batch if isinstance(batch, int) else 1)
     G.simplify(proto)
     if input == INPUT_UINT8_NHWC:
         G.add_uint8_preprocessing(proto, spec, batch=batch, fold_scale=fold_scale)
@@ -177,21 +182,6 @@ def verification_images(spec: PreprocessSpec, verify_dir: str | os.PathLike | No
     return np.concatenate(images), real
 
 
-def run_onnx(session: Any, pixels: np.ndarray, spec: PreprocessSpec, *, input: str, batch: int | str) -> np.ndarray:
-    """Probabilities of an edgecnn graph for uint8 NHWC ``pixels``, in chunks the graph accepts."""
-    step = 32 if isinstance(batch, str) else batch
-    name = session.get_inputs()[0].name
-    out = []
-    for start in range(0, len(pixels), step):
-        chunk = pixels[start : start + step]
-        n = len(chunk)
-        if n < step and not isinstance(batch, str):  # a fixed batch: pad with copies, keep the first n rows
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
-        feed = chunk if input == INPUT_UINT8_NHWC else normalize(chunk, spec)
-        out.append(session.run([G.OUTPUT_PROBS], {name: feed})[0][:n])
-    return np.concatenate(out)
-
-
 def compare(reference: np.ndarray, candidate: np.ndarray, *, tolerance: float = TOLERANCE) -> tuple[float, float, list[int]]:
     """(max |difference|, top-1 agreement, indices of real disagreements).
 
@@ -217,13 +207,14 @@ def export_onnx(
     tolerance: float = TOLERANCE,
 ) -> ExportResult:
     """Export ``checkpoint`` to ``out`` and verify it against PyTorch; ``out`` is replaced only if it verified."""
+    # Here, not at the top: importing edgecnn.export stays cheap (the runtime's classifier loads onnxruntime).
     import onnx
-    import onnxruntime as ort
     import torch
 
     from .. import __version__
     from ..checkpoint import load_checkpoint
-    from ..train import pixels_to_tensor
+    from ..models.inputs import pixels_to_tensor
+    from ..runtime.classifier import Classifier
 
     start = time.perf_counter()
     dim = _check_options(opset, batch, input)
@@ -241,13 +232,15 @@ def export_onnx(
         META_OPSET: str(opset),
         META_PRECISION: "fp32",
     })
+    if "ood" in ckpt.data:  # the unknown-input rule fitted after training (edgecnn.calibration)
+        G.set_metadata(proto, {META_OOD: json.dumps(ckpt.data["ood"], sort_keys=True)})
+    if "calibration" in ckpt.data:
+        G.set_metadata(proto, {META_TEMPERATURE: repr(float(ckpt.data["calibration"]["temperature"]))})
     data = proto.SerializeToString()
 
     pixels, real = verification_images(spec, verify_dir)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    got = run_onnx(session, pixels, spec, input=input, batch=batch if dim != "batch" else "dynamic")
+    # The runtime's own path from pixels to probabilities, the one the board runs: padding, layout, softmax.
+    got = Classifier(data, device="cpu").predict_pixels(pixels, batch_size=VERIFY_BATCH)
     with torch.no_grad():
         expected = torch.cat([torch.softmax(reference(pixels_to_tensor(torch.from_numpy(pixels[i : i + 64]), spec,
                                                                       torch.device("cpu"))), dim=1)

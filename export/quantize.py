@@ -17,7 +17,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..fileio import atomic_path
-from ..runtime.preprocess import ImageError, is_image_file, preprocess, to_model_input
+from ..runtime.preprocess import ImageError, batches, is_image_file, preprocess
 from ..runtime.spec import (
     INPUT_FLOAT_NCHW,
     INPUT_UINT8_NHWC,
@@ -39,6 +39,8 @@ from . import graph as G
 
 if TYPE_CHECKING:
     import onnx
+
+    from ..runtime.classifier import Classifier, ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ REDUCE_RANGE = True
 # its FP32 NCHWc kernel (resnet8, 64 px), and whole-model INT8 latency was 1-13% lower without it in six
 # side-by-side runs; the layer that sees raw pixels also keeps full precision.
 FIRST_CONV_FP32 = True
+PREDICT_BATCH = 32  # images per onnxruntime call when scoring FP32 against the quantized model
 
 
 class QuantizeError(ValueError):
@@ -73,8 +76,8 @@ class QuantizeResult:
     fp32_bytes: int
     quant_bytes: int
     size_ratio: float  # fp32_bytes / quant_bytes
-    agreement: float  # share of images where FP32 and the quantized model give the same top-1
-    agreement_on: str  # "eval" or "calibration"
+    agreement: float | None  # share of images where FP32 and the quantized model give the same top-1
+    agreement_on: str  # "eval", "calibration", or "none": no images given (dynamic/FP16 alone), not measured
     agreement_images: int
     fp32_accuracy: float | None = None
     quant_accuracy: float | None = None
@@ -95,6 +98,11 @@ def load_fp32(path: str | os.PathLike) -> tuple[onnx.ModelProto, PreprocessSpec,
     path = Path(path)
     if not path.is_file():
         raise QuantizeError(f"{path}: no such model file")
+    from ..runtime.filekind import not_onnx_message
+
+    wrong_kind = not_onnx_message(path)
+    if wrong_kind:
+        raise QuantizeError(wrong_kind)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, ValueError... for a file that is not a protobuf
@@ -140,27 +148,29 @@ def load_pixels(files: list[Path], spec: PreprocessSpec) -> tuple[np.ndarray, li
     return np.stack(pixels), kept
 
 
-def _batches(pixels: np.ndarray, step: int, fixed: bool) -> Iterator[tuple[np.ndarray, int]]:
-    """Chunks of ``step`` images; for a fixed-batch graph the last one is padded with copies (n = real rows)."""
-    for start in range(0, len(pixels), step):
-        chunk = pixels[start : start + step]
-        n = len(chunk)
-        if fixed and n < step:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
-        yield chunk, n
+def runtime_classifier(model: ModelSource, spec: PreprocessSpec, kind: str, *, threads: int | None = None) -> Classifier:
+    """The runtime's Classifier on ``model`` (a file or its bytes) on the CPU: how the board will run it.
 
+    ``spec`` is given explicitly because an intermediate file of the quantizer may have lost the metadata;
+    ``kind`` (the model's edgecnn.input) must be the input layout the runtime finds in the graph.
+    """
+    from ..runtime.classifier import Classifier
 
-def _fixed_batch(graph: onnx.GraphProto) -> int | None:
-    dim = graph.input[0].type.tensor_type.shape.dim[0]
-    return dim.dim_value if dim.HasField("dim_value") else None
+    clf = Classifier(model, device="cpu", threads=threads, labels=spec.labels or None, size=spec.size,
+                     mean=spec.mean, std=spec.std)
+    expected = "NHWC" if kind == INPUT_UINT8_NHWC else "NCHW"
+    if clf.input_layout != expected:
+        raise QuantizeError(f"{clf.name}: the graph takes {clf.input_layout} input, but its metadata says {kind}")
+    return clf
 
 
 class _Reader:
-    """onnxruntime CalibrationDataReader over preprocessed pixels, one image (or one fixed batch) per call."""
+    """onnxruntime CalibrationDataReader: the runtime's model input, one image (or one fixed batch) per call."""
 
-    def __init__(self, pixels: np.ndarray, spec: PreprocessSpec, kind: str, input_name: str, batch: int | None):
+    def __init__(self, clf: Classifier, pixels: np.ndarray, input_name: str):
+        step = clf.fixed_batch or 1
         self._feeds: Iterator[dict[str, np.ndarray]] = (
-            {input_name: _feed(chunk, spec, kind)} for chunk, _ in _batches(pixels, batch or 1, batch is not None))
+            {input_name: clf.model_input(chunk)} for chunk, _ in batches(pixels, step, pad=clf.fixed_batch is not None))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._feeds, None)
@@ -169,27 +179,10 @@ class _Reader:
         raise NotImplementedError
 
 
-def _feed(pixels: np.ndarray, spec: PreprocessSpec, kind: str) -> np.ndarray:
-    if kind == INPUT_UINT8_NHWC:
-        return to_model_input(pixels, spec, layout="NHWC", dtype="uint8")
-    return to_model_input(pixels, spec, layout="NCHW", dtype="float32")
-
-
-def predict(model: str | os.PathLike | bytes, pixels: np.ndarray, spec: PreprocessSpec, kind: str, *, threads: int | None = None) -> np.ndarray:
-    """(N, classes) probabilities of an edgecnn ONNX model on uint8 NHWC ``pixels`` (CPU)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
-                                   providers=["CPUExecutionProvider"])
-    graph_input = session.get_inputs()[0]
-    fixed = graph_input.shape[0] if isinstance(graph_input.shape[0], int) else None
-    out = [session.run([G.OUTPUT_PROBS], {graph_input.name: _feed(chunk, spec, kind)})[0][:n]
-           for chunk, n in _batches(pixels, fixed or 32, fixed is not None)]
-    return np.concatenate(out).astype(np.float32)
+def predict(model: ModelSource, pixels: np.ndarray, spec: PreprocessSpec, kind: str, *,
+            threads: int | None = None) -> np.ndarray:
+    """(N, classes) probabilities of an edgecnn ONNX model on uint8 NHWC ``pixels`` (CPU), through the runtime."""
+    return runtime_classifier(model, spec, kind, threads=threads).predict_pixels(pixels, batch_size=PREDICT_BATCH)
 
 
 def eval_set(folder: str | os.PathLike, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -200,13 +193,13 @@ def eval_set(folder: str | os.PathLike, spec: PreprocessSpec) -> tuple[np.ndarra
     dataset = EvalSet(samples, spec)
     if not len(dataset):
         raise QuantizeError(f"none of the {len(samples)} images in {root} could be read")
-    return np.stack(dataset.images), np.asarray(dataset.targets)
+    return np.stack(list(dataset.images)), np.asarray(dataset.targets)  # list(): np.stack wants a Sequence
 
 
 def static_qdq(src: Path, dst: Path, pixels: np.ndarray, spec: PreprocessSpec, kind: str, *, method: str = "minmax",
-               per_channel: bool = True, exclude: list[str] = (), activation_type: str = ACTIVATION_TYPE,
+               per_channel: bool = True, exclude: Sequence[str] = (), activation_type: str = ACTIVATION_TYPE,
                weight_type: str = WEIGHT_TYPE, reduce_range: bool = REDUCE_RANGE,
-               first_conv_fp32: bool = FIRST_CONV_FP32) -> None:
+               first_conv_fp32: bool = FIRST_CONV_FP32, fp32_ops: Sequence[str] = ()) -> None:
     """onnxruntime's static QDQ quantization of ``src`` into ``dst``, calibrated on uint8 NHWC ``pixels``.
 
     The type and range options are parameters so that benchmarks/quant_options.py can compare them.
@@ -225,15 +218,16 @@ def static_qdq(src: Path, dst: Path, pixels: np.ndarray, spec: PreprocessSpec, k
 
     graph = onnx.load(str(pre), load_external_data=False).graph
     name = graph.input[0].name
-    exclude = list(exclude)
-    if first_conv_fp32:
-        exclude += [n.name for n in graph.node if n.op_type == "Conv"][:1]
+    clf = runtime_classifier(src, spec, kind)  # calibration sees what the runtime feeds, padding included
+    excluded = [*exclude, *([n.name for n in graph.node if n.op_type == "Conv"][:1] if first_conv_fp32 else [])]
+    # By type, on the pre-processed graph: it has rewritten HardSwish as HardSigmoid -> Mul under new names.
+    excluded += [n.name for n in graph.node if n.op_type in fp32_ops]
     with _quiet():
-        quantize_static(str(pre), str(dst), _Reader(pixels, spec, kind, name, _fixed_batch(graph)), quant_format=QuantFormat.QDQ,
+        quantize_static(str(pre), str(dst), _Reader(clf, pixels, name), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, reduce_range=reduce_range,
                         activation_type=getattr(QuantType, activation_type),
                         weight_type=getattr(QuantType, weight_type), calibrate_method=methods[method],
-                        nodes_to_exclude=exclude)
+                        nodes_to_exclude=excluded)
     pre.unlink(missing_ok=True)
 
 
@@ -290,6 +284,7 @@ def quantize(
     mode: str = "static",
     fp16: bool = False,
     seed: int = 0,
+    fp32_ops: Sequence[str] = (),
 ) -> QuantizeResult:
     """Quantize ``model`` into ``out`` and check it against the FP32 model.
 
@@ -331,7 +326,8 @@ def quantize(
         else:
             # The softmax stays float: quantized probabilities would come in steps of 1/255.
             softmax = [n.name for n in proto.graph.node if n.op_type == "Softmax"]
-            static_qdq(src, tmp, calib, spec, kind, method=method, per_channel=per_channel, exclude=softmax)
+            static_qdq(src, tmp, calib, spec, kind, method=method, per_channel=per_channel, exclude=softmax,
+                       fp32_ops=fp32_ops)
         quant = onnx.load(str(tmp))
     del quant.metadata_props[:]  # onnxruntime's tools add their own bookkeeping keys; keep ours only
     G.set_metadata(quant, {**meta, META_PRECISION: precision})
@@ -339,18 +335,20 @@ def quantize(
     data = quant.SerializeToString()
     fp32_bytes = src.stat().st_size
 
-    if evaluation is not None:
-        pixels, labels = evaluation
+    # FP32 against the quantized model on the evaluation images, else on the calibration images; dynamic INT8
+    # and FP16 need neither, and without images there is nothing to compare: agreement is then not measured.
+    pixels = evaluation[0] if evaluation is not None else calib
+    on = "eval" if evaluation is not None else ("calibration" if len(calib) else "none")
+    agreement: float | None = None
+    fp32_acc: float | None = None
+    quant_acc: float | None = None
+    if len(pixels):
         ref, new = predict(src, pixels, spec, kind), predict(data, pixels, spec, kind)
-        fp32_acc, quant_acc = float((ref.argmax(1) == labels).mean()), float((new.argmax(1) == labels).mean())
-        on = "eval"
-    else:
-        pixels = calib
-        ref, new = predict(src, pixels, spec, kind), predict(data, pixels, spec, kind)
-        fp32_acc = quant_acc = None
-        on = "calibration"
-    agreement = float((ref.argmax(1) == new.argmax(1)).mean()) if len(pixels) else float("nan")
-    drop = None if fp32_acc is None else fp32_acc - quant_acc
+        agreement = float((ref.argmax(1) == new.argmax(1)).mean())
+        if evaluation is not None:
+            labels = evaluation[1]
+            fp32_acc, quant_acc = float((ref.argmax(1) == labels).mean()), float((new.argmax(1) == labels).mean())
+    drop = None if fp32_acc is None or quant_acc is None else fp32_acc - quant_acc
     failed = drop is not None and drop > max_drop + 1e-12
     result = QuantizeResult(path=Path(out), written=False, passed=not failed, precision=precision,
                             method=method if precision == "int8" else None, per_channel=per_channel,
@@ -370,5 +368,6 @@ def quantize(
 
 
 def drop_message(result: QuantizeResult, max_drop: float) -> str:
+    assert result.accuracy_drop is not None, "a drop is measured only with an evaluation set"
     return (f"accuracy drops {result.accuracy_drop * 100:.2f} points (FP32 {result.fp32_accuracy:.4f} -> "
             f"{result.precision} {result.quant_accuracy:.4f}), more than the allowed {max_drop * 100:.2f}")

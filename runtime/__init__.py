@@ -7,33 +7,28 @@
 OpenCV (cameras, video) and picamera2 are imported only when frames are read.
 """
 
-from .classifier import (
-    Classifier,
-    FileResult,
-    FrameResult,
-    Prediction,
-    StageTimes,
-    StreamStats,
-    check_external_data,
-    read_labels,
-)
+from .classifier import Classifier, ModelSource, check_external_data, read_labels
 from .decode import Class, is_uncertain, looks_like_probabilities, margin, softmax, top_k
+from .files import classify_files
 from .preprocess import (
     IMAGE_EXTENSIONS,
     ImageError,
+    batches,
     is_image_file,
     load_rgb,
     normalize,
     preprocess,
     to_model_input,
 )
+from .results import FileResult, FrameResult, Prediction, StageTimes, StreamStats
 from .session import DEVICES, ModelError, available_devices, create_session, providers_for
 from .sources import BadPath, CameraError, FrameSource, expand_paths, open_frames
-from .spec import PreprocessSpec
+from .spec import PROBABILITIES_OUTPUT, PreprocessSpec
 
 __all__ = [
     "DEVICES",
     "IMAGE_EXTENSIONS",
+    "PROBABILITIES_OUTPUT",
     "BadPath",
     "CameraError",
     "Class",
@@ -43,12 +38,15 @@ __all__ = [
     "FrameSource",
     "ImageError",
     "ModelError",
+    "ModelSource",
     "Prediction",
     "PreprocessSpec",
     "StageTimes",
     "StreamStats",
     "available_devices",
+    "batches",
     "check_external_data",
+    "classify_files",
     "create_session",
     "expand_paths",
     "is_image_file",

@@ -4,6 +4,7 @@
     clf.classify("cat.jpg", top_k=3).label                  # -> "cat"
     for r in clf.classify_paths(paths, batch_size=16):      # streaming, bounded memory, input order
         print(r.path, r.prediction.label if r.ok else r.error)
+    Classifier(proto.SerializeToString()).predict_pixels(pixels)   # an in-memory model: (N, classes) probabilities
 
 Any ONNX image classifier works, edgecnn's or not: a model without edgecnn metadata takes ``labels``, ``size``,
 ``mean`` and ``std`` from the caller; layout (NCHW or NHWC) and dtype are read from the graph.
@@ -13,122 +14,45 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-import time
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
-from .decode import Class, is_uncertain, looks_like_probabilities, margin, softmax
+from . import pipeline
+from .decode import OodRule, is_uncertain, is_unknown, looks_like_probabilities, margin, softmax
 from .decode import top_k as top_classes  # the methods' `top_k` argument would shadow it
-from .preprocess import ImageError, ImageInput, preprocess, to_model_input
-from .session import ModelError, create_session
+from .onnx_wire import WireError, external_locations
+from .preprocess import ImageInput, batches, preprocess, to_model_input
+from .results import FileResult, FrameResult, Prediction, StageTimes, StreamStats
+from .session import IN_MEMORY, ModelError, create_session
 from .spec import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     INPUT_FLOAT_NCHW,
     INPUT_UINT8_NHWC,
+    LOGITS_OUTPUT,
     META_INPUT,
+    META_OOD,
     META_PRECISION,
     META_SPEC,
+    PROBABILITIES_OUTPUT,
     PreprocessSpec,
 )
 
-PROBABILITIES_OUTPUT = "probabilities"  # name of the softmax output that edgecnn's exporter writes
 _DTYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(float16)": "float16"}
 _MAX_PREDICT_BATCH = 64  # classify() of a long list runs in chunks of this many images
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """One image's answer: the top classes, the margin between the first two, and the confidence flag."""
+class SerializedModel(Protocol):
+    """An in-memory model that can give its bytes: an ``onnx.ModelProto`` (the runtime never imports onnx)."""
 
-    top: list[Class]
-    margin: float  # probability of the first class minus that of the second
-    uncertain: bool  # top probability or margin below the caller's thresholds
-
-    @property
-    def label(self) -> str:
-        return self.top[0].label
-
-    @property
-    def index(self) -> int:
-        return self.top[0].index
-
-    @property
-    def prob(self) -> float:
-        return self.top[0].prob
+    def SerializeToString(self) -> bytes: ...  # noqa: N802 (protobuf's name)
 
 
-@dataclass(frozen=True)
-class FileResult:
-    """One file of a batch: a prediction, or the reason it could not be classified."""
-
-    path: str
-    prediction: Prediction | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass
-class StageTimes:
-    """Where the time of ``classify_paths`` went; filled in as it runs."""
-
-    images: int = 0  # files classified
-    failed: int = 0  # files that gave an error
-    batches: int = 0
-    decode_s: float = 0.0  # decode + preprocess, summed over the worker threads
-    wait_s: float = 0.0  # time the inference loop sat waiting for decoded images
-    infer_s: float = 0.0  # session.run (and the model-input conversion)
-    post_s: float = 0.0  # softmax, top-k, margin, building results
-    wall_s: float = 0.0  # first file submitted to last result yielded
-
-    def to_dict(self) -> dict[str, float | int]:
-        out: dict[str, float | int] = dict(self.__dict__)
-        out["images_per_s"] = self.images / self.wall_s if self.wall_s > 0 else 0.0
-        return out
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    """One classified video frame."""
-
-    frame: int  # index of the frame in the source, from 0 (frames skipped by `every` count too)
-    prediction: Prediction
-    fps: float  # frames classified per second over the last few frames
-    latency_ms: float  # preprocess + inference + decoding of this frame
-    image: np.ndarray = field(repr=False, compare=False)  # the frame as read, for drawing on
-
-
-@dataclass
-class StreamStats:
-    """Totals of ``classify_frames``, for the summary printed at the end (or on Ctrl-C)."""
-
-    frames_read: int = 0
-    frames_classified: int = 0
-    wall_s: float = 0.0  # first frame read to last frame classified
-    latency_s: float = 0.0  # summed per-frame latency
-
-    @property
-    def mean_fps(self) -> float:
-        return self.frames_classified / self.wall_s if self.wall_s > 0 else 0.0
-
-    @property
-    def mean_latency_ms(self) -> float:
-        return 1000.0 * self.latency_s / self.frames_classified if self.frames_classified else 0.0
-
-    def to_dict(self) -> dict[str, float | int]:
-        return {"frames_read": self.frames_read, "frames": self.frames_classified, "mean_fps": self.mean_fps,
-                "mean_latency_ms": self.mean_latency_ms, "wall_s": self.wall_s}
+ModelSource = str | os.PathLike | bytes | SerializedModel
 
 
 def read_labels(path: str | os.PathLike) -> tuple[str, ...]:
@@ -147,7 +71,7 @@ def check_external_data(model_path: str | os.PathLike) -> None:
     """Refuse a model whose external data lies outside its folder (absolute, ``..``, or a symlink out).
 
     onnxruntime 1.32 refuses these itself; older versions, still common on boards, do not. Reads the
-    protobuf wire format directly, so that the runtime needs no ``onnx``.
+    protobuf wire format directly (runtime/onnx_wire.py), so that the runtime needs no ``onnx``.
     """
     path = Path(model_path)
     data = path.read_bytes()
@@ -155,8 +79,8 @@ def check_external_data(model_path: str | os.PathLike) -> None:
         return
     folder = path.resolve().parent
     try:
-        locations = list(_external_locations(data))
-    except ModelError as exc:
+        locations = list(external_locations(data))
+    except WireError as exc:
         raise ModelError(f"{path}: {exc}") from None
     for location in locations:
         target = (folder / location).resolve()
@@ -165,11 +89,16 @@ def check_external_data(model_path: str | os.PathLike) -> None:
 
 
 class Classifier:
-    """An onnxruntime session plus the preprocessing spec and output decoding of one image classifier."""
+    """An onnxruntime session plus the preprocessing spec and output decoding of one image classifier.
+
+    ``model`` is an ONNX file, or a model in memory: its bytes or an ``onnx.ModelProto``. ``path`` is then
+    None and messages and ``describe()`` name it ``<in-memory>``; external data files are not checked (an
+    in-memory model has no folder they could escape from).
+    """
 
     def __init__(
         self,
-        model_path: str | os.PathLike,
+        model: ModelSource,
         device: str = "auto",
         threads: int | None = None,
         *,
@@ -178,22 +107,30 @@ class Classifier:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ):
-        self.path = Path(model_path)
-        if not self.path.is_file():
-            raise ModelError(f"{self.path}: no such model file")
-        check_external_data(self.path)
-        self.session, self.device = create_session(self.path, device=device, threads=threads)
+        source: str | bytes
+        self.path: Path | None
+        if isinstance(model, (str, os.PathLike)):
+            self.path = Path(model)
+            self.name = str(self.path)  # how messages and describe() name the model
+            if not self.path.is_file():
+                raise ModelError(f"{self.name}: no such model file")
+            check_external_data(self.path)
+            source = str(self.path)
+        else:
+            self.path, self.name = None, IN_MEMORY
+            source = bytes(model) if isinstance(model, (bytes, bytearray, memoryview)) else model.SerializeToString()
+        self.session, self.device = create_session(source, device=device, threads=threads, name=self.name)
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.precision = self.metadata.get(META_PRECISION, "unknown")
 
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             shapes = ", ".join(f"{i.name}{list(i.shape)}" for i in inputs)
-            raise ModelError(f"{self.path}: not an image classifier: expected one 4-D image input, found {shapes or 'none'}")
+            raise ModelError(f"{self.name}: not an image classifier: expected one 4-D image input, found {shapes or 'none'}")
         self.input_name = inputs[0].name
         self.input_dtype = _DTYPES.get(inputs[0].type, "")
         if not self.input_dtype:
-            raise ModelError(f"{self.path}: input {self.input_name!r} has type {inputs[0].type}; expected uint8, float or float16")
+            raise ModelError(f"{self.name}: input {self.input_name!r} has type {inputs[0].type}; expected uint8, float or float16")
         self.input_layout = _layout(inputs[0].shape, self.metadata.get(META_INPUT))
         batch_dim = inputs[0].shape[0]
         self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
@@ -204,12 +141,17 @@ class Classifier:
         num_classes = self._num_classes()
         if self.spec.labels and len(self.spec.labels) != num_classes:
             raise ModelError(
-                f"{self.path}: {len(self.spec.labels)} labels given but the model has {num_classes} outputs; "
+                f"{self.name}: {len(self.spec.labels)} labels given but the model has {num_classes} outputs; "
                 "the label file needs one line per output class"
             )
         if not self.spec.labels:
             self.spec = PreprocessSpec(**{**self.spec.to_dict(), "labels": tuple(str(i) for i in range(num_classes))})
         self.labels = self.spec.labels
+        # Unknown-input rejection (classify(..., reject_unknown=True)): the rule a calibration stored, and the
+        # logits it is defined on (a model without a logits output: log-probabilities, as `edgecnn calibrate` fits).
+        self.ood_rule = _ood_rule(self.metadata.get(META_OOD), self.name)
+        names = [o.name for o in self.session.get_outputs()]
+        self.logits_output = LOGITS_OUTPUT if self.outputs_probabilities and LOGITS_OUTPUT in names else None
 
     # ----------------------------------------------------------------------------------------------- setup
     def _pick_output(self) -> tuple[str, bool]:
@@ -219,20 +161,21 @@ class Classifier:
                 return out.name, True
         first = outputs[0]
         if first.type not in ("tensor(float)", "tensor(float16)", "tensor(double)"):
-            raise ModelError(f"{self.path}: output {first.name!r} has type {first.type}; a classifier outputs float scores")
+            raise ModelError(f"{self.name}: output {first.name!r} has type {first.type}; a classifier outputs float scores")
         return first.name, False
 
-    def _make_spec(self, labels, size, mean, std, graph_size: int | None) -> PreprocessSpec:
+    def _make_spec(self, labels: Sequence[str] | str | os.PathLike | None, size: int | None,
+                   mean: Sequence[float] | None, std: Sequence[float] | None, graph_size: int | None) -> PreprocessSpec:
         base: dict[str, Any]
         if META_SPEC in self.metadata:
             try:
                 base = PreprocessSpec.from_json(self.metadata[META_SPEC]).to_dict()
             except (ValueError, TypeError, json.JSONDecodeError) as exc:
-                raise ModelError(f"{self.path}: corrupt {META_SPEC} metadata ({exc})") from None
+                raise ModelError(f"{self.name}: corrupt {META_SPEC} metadata ({exc})") from None
         else:
             if size is None and graph_size is None:
                 raise ModelError(
-                    f"{self.path}: the model has no edgecnn metadata and a dynamic input size; give --size N"
+                    f"{self.name}: the model has no edgecnn metadata and a dynamic input size; give --size N"
                 )
             base = {"size": graph_size or size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         if labels is not None:
@@ -245,7 +188,7 @@ class Classifier:
             base["std"] = tuple(std)
         spec = PreprocessSpec.from_dict(base)
         if graph_size is not None and spec.size != graph_size:
-            raise ModelError(f"{self.path}: the model's input is {graph_size}x{graph_size}, not {spec.size}; drop --size or give {graph_size}")
+            raise ModelError(f"{self.name}: the model's input is {graph_size}x{graph_size}, not {spec.size}; drop --size or give {graph_size}")
         return spec
 
     def _num_classes(self) -> int:
@@ -257,43 +200,87 @@ class Classifier:
         return int(self._run(probe).shape[1])
 
     # ----------------------------------------------------------------------------------------- inference
+    def model_input(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, size, size, 3) uint8 RGB -> the tensor this graph's input takes (layout, dtype, normalization)."""
+        return to_model_input(pixels, self.spec, layout=self.input_layout, dtype=self.input_dtype)
+
     def _run(self, pixels: np.ndarray) -> np.ndarray:
-        feed = to_model_input(pixels, self.spec, layout=self.input_layout, dtype=self.input_dtype)
         try:
-            scores = self.session.run([self.output_name], {self.input_name: feed})[0]
+            scores = self.session.run([self.output_name], {self.input_name: self.model_input(pixels)})[0]
         except Exception as exc:  # onnxruntime's own exception types; the model is at fault, not the image
             text = str(exc).strip().splitlines()
-            raise ModelError(f"{self.path}: inference failed ({text[-1] if text else type(exc).__name__})") from None
+            raise ModelError(f"{self.name}: inference failed ({text[-1] if text else type(exc).__name__})") from None
         return np.asarray(scores, dtype=np.float32).reshape(len(pixels), -1)
 
-    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, size, size, 3) uint8 RGB -> (N, classes) float32 probabilities."""
+    def predict_pixels(self, pixels: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
+        """(N, size, size, 3) uint8 RGB -> (N, classes) float32 probabilities.
+
+        A graph with a fixed batch runs in chunks of that size, the last one padded; any other runs
+        ``batch_size`` images at a time (all at once by default).
+        """
         if pixels.ndim != 4 or pixels.shape[1:] != (self.spec.size, self.spec.size, 3) or pixels.dtype != np.uint8:
             raise ValueError(
                 f"expected uint8 pixels of shape (N, {self.spec.size}, {self.spec.size}, 3), got {pixels.dtype} {pixels.shape}"
             )
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         n = len(pixels)
-        if self.fixed_batch and n != self.fixed_batch:
-            step = self.fixed_batch
-            parts = []
-            for i in range(0, n, step):
-                chunk = pixels[i : i + step]
-                if len(chunk) < step:  # the graph wants exactly `step` images: pad, then drop the padding
-                    chunk = np.concatenate([chunk, np.zeros((step - len(chunk),) + chunk.shape[1:], np.uint8)])
-                parts.append(self._run(chunk))
-            scores = np.concatenate(parts)[:n]
-        else:
+        if n == 0:
+            return np.empty((0, len(self.labels)), np.float32)
+        step = self.fixed_batch or batch_size or n
+        if n == step or (self.fixed_batch is None and n < step):
             scores = self._run(pixels)
+        else:
+            scores = np.concatenate([self._run(chunk)[:real]
+                                     for chunk, real in batches(pixels, step, pad=self.fixed_batch is not None)])
         if self.outputs_probabilities or looks_like_probabilities(scores):
             return scores
         return softmax(scores).astype(np.float32, copy=False)
 
-    def decode(self, probs: np.ndarray, *, top_k: int = 5, min_confidence: float = 0.0, min_margin: float = 0.0) -> Prediction:
-        """One row of probabilities -> Prediction."""
+    def predict_scores(self, pixels: np.ndarray, *, logits: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, logits) of (N, size, size, 3) uint8 pixels; both outputs come from one session.run.
+
+        ``logits=False`` gives (probabilities, None), as cheap as predict_pixels. A model without a ``logits``
+        output gives log-probabilities as its logits.
+        """
+        if not logits or self.logits_output is None:
+            probs = self.predict_pixels(pixels)
+            return probs, (np.log(np.maximum(probs, 1e-12)) if logits else None)
+        self.predict_pixels(pixels[:0])  # validates the shape and dtype
+        names = [self.output_name, self.logits_output]
+        step = self.fixed_batch or len(pixels) or 1
+        parts = []
+        for chunk, real in batches(pixels, step, pad=self.fixed_batch is not None):
+            try:
+                outs = self.session.run(names, {self.input_name: self.model_input(chunk)})
+            except Exception as exc:  # onnxruntime's own exception types, as in _run
+                text = str(exc).strip().splitlines()
+                raise ModelError(f"{self.name}: inference failed ({text[-1] if text else type(exc).__name__})") from None
+            parts.append([np.asarray(o, dtype=np.float32).reshape(len(chunk), -1)[:real] for o in outs])
+        if not parts:
+            return np.empty((0, len(self.labels)), np.float32), np.empty((0, len(self.labels)), np.float32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def check_reject_unknown(self) -> OodRule:
+        """The stored unknown-input rule, or ModelError saying how to get one."""
+        if self.ood_rule is None:
+            raise ModelError(f"{self.name}: the model stores no unknown-input threshold ({META_OOD}); calibrate it first: "
+                             f"edgecnn calibrate {self.name} --data VAL_DIR -o calibrated.onnx")
+        return self.ood_rule
+
+    def decode(self, probs: np.ndarray, *, top_k: int = 5, min_confidence: float = 0.0, min_margin: float = 0.0,
+               logits: np.ndarray | None = None, reject_unknown: bool = False) -> Prediction:
+        """One row of probabilities -> Prediction; ``reject_unknown`` (with the row's ``logits``) sets ``unknown``."""
+        unknown = None
+        if reject_unknown:
+            if logits is None:
+                raise ValueError("reject_unknown needs the row's logits (predict_scores)")
+            unknown = bool(is_unknown(logits, self.check_reject_unknown()))
         return Prediction(
             top=top_classes(probs, self.labels, top_k),
             margin=margin(probs),
             uncertain=is_uncertain(probs, min_confidence=min_confidence, min_margin=min_margin),
+            unknown=unknown,
         )
 
     def preprocess(self, image: ImageInput, *, bgr: bool = False) -> np.ndarray:
@@ -307,19 +294,29 @@ class Classifier:
         min_confidence: float = 0.0,
         min_margin: float = 0.0,
         bgr: bool = False,
+        reject_unknown: bool = False,
     ) -> Prediction | list[Prediction]:
         """Classify one image (path, PIL image, HxWx3 array) or a list of them; bad input raises ImageError.
 
-        ``bgr=True`` says numpy arrays come from OpenCV (BGR channel order).
+        ``bgr=True`` says numpy arrays come from OpenCV (BGR channel order). ``reject_unknown=True`` marks
+        inputs that look like none of the classes (``Prediction.unknown``) by the rule stored in the model.
         """
-        single = isinstance(images, (str, os.PathLike, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3))
-        items = [images] if single else list(images)  # type: ignore[arg-type]
+        if reject_unknown:
+            self.check_reject_unknown()
+        items: list[ImageInput]
+        if isinstance(images, (str, os.PathLike, Image.Image)) or (
+                isinstance(images, np.ndarray) and images.ndim in (2, 3)):
+            single, items = True, [images]
+        else:
+            single, items = False, list(images)
         results: list[Prediction] = []
         for i in range(0, len(items), _MAX_PREDICT_BATCH):
             chunk = items[i : i + _MAX_PREDICT_BATCH]
             pixels = np.stack([preprocess(item, self.spec, bgr=bgr) for item in chunk])
-            for row in self.predict_pixels(pixels):
-                results.append(self.decode(row, top_k=top_k, min_confidence=min_confidence, min_margin=min_margin))
+            probs, logits = self.predict_scores(pixels, logits=reject_unknown)
+            for i, row in enumerate(probs):
+                results.append(self.decode(row, top_k=top_k, min_confidence=min_confidence, min_margin=min_margin,
+                                           logits=None if logits is None else logits[i], reject_unknown=reject_unknown))
         return results[0] if single else results
 
     def classify_paths(
@@ -332,80 +329,18 @@ class Classifier:
         min_confidence: float = 0.0,
         min_margin: float = 0.0,
         timings: StageTimes | None = None,
-    ) -> Iterator[FileResult]:
+        reject_unknown: bool = False,
+    ) -> Generator[FileResult, None, None]:
         """Classify image files as a stream: results (or errors) in input order, memory bounded.
 
-        ``workers`` threads decode and preprocess (Pillow releases the GIL) while the model runs on the
-        previous batch; at most about two batches of decoded images exist at once, so a folder of any size
-        runs in flat memory. ``timings`` (a StageTimes) is filled in as results are yielded.
+        ``workers`` threads decode and preprocess while the model runs on the previous batch (see
+        runtime/pipeline.py); ``timings`` (a StageTimes) is filled in as results are yielded.
         """
-        if batch_size < 1 or workers < 1:
-            raise ValueError(f"batch_size and workers must be >= 1, got {batch_size} and {workers}")
-        times = timings if timings is not None else StageTimes()
-        lock = threading.Lock()
-        spec = self.spec
-
-        def decode_one(path: str) -> np.ndarray | str:
-            if getattr(path, "error", None):  # sources.BadPath: a folder or pattern that gave no file
-                return path.error  # type: ignore[attr-defined]
-            start = time.perf_counter()
-            try:
-                return preprocess(path, spec)
-            except ImageError as exc:
-                return str(exc)
-            except MemoryError:
-                return f"{path}: too large to decode in memory"
-            finally:
-                elapsed = time.perf_counter() - start
-                with lock:
-                    times.decode_s += elapsed
-
-        limit = 2 * batch_size + workers  # decoded-or-decoding images held at once
-        pending: deque[tuple[str, Future]] = deque()
-        source = iter(paths)
-        exhausted = False
-        start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgecnn-decode") as pool:
-            try:
-                while True:
-                    while not exhausted and len(pending) < limit:
-                        try:
-                            path = next(source)
-                            path = path if isinstance(path, str) else os.fspath(path)
-                        except StopIteration:
-                            exhausted = True
-                            break
-                        pending.append((path, pool.submit(decode_one, path)))
-                    if not pending:
-                        break
-                    batch = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
-                    t0 = time.perf_counter()
-                    decoded = [(path, future.result()) for path, future in batch]
-                    t1 = time.perf_counter()
-                    good = [pixels for _, pixels in decoded if isinstance(pixels, np.ndarray)]
-                    probs = self.predict_pixels(np.stack(good)) if good else np.empty((0, len(self.labels)), np.float32)
-                    t2 = time.perf_counter()
-                    results, row = [], 0
-                    for path, pixels in decoded:
-                        if isinstance(pixels, np.ndarray):
-                            pred = self.decode(probs[row], top_k=top_k, min_confidence=min_confidence, min_margin=min_margin)
-                            results.append(FileResult(path, pred))
-                            row += 1
-                        else:
-                            results.append(FileResult(path, error=pixels))
-                    t3 = time.perf_counter()
-                    times.wait_s += t1 - t0
-                    times.infer_s += t2 - t1
-                    times.post_s += t3 - t2
-                    times.batches += 1 if good else 0
-                    times.images += row
-                    times.failed += len(decoded) - row
-                    del decoded, good, probs
-                    yield from results
-                    times.wall_s = time.perf_counter() - start
-            finally:
-                for _, future in pending:  # stopped early (error, Ctrl-C, caller broke off): drop queued work
-                    future.cancel()
+        if reject_unknown:
+            self.check_reject_unknown()
+        return pipeline.classify_paths(self, paths, batch_size=batch_size, workers=workers, top_k=top_k,
+                                       min_confidence=min_confidence, min_margin=min_margin, timings=timings,
+                                       reject_unknown=reject_unknown)
 
     def classify_frames(
         self,
@@ -418,35 +353,19 @@ class Classifier:
         min_margin: float = 0.0,
         bgr: bool = True,
         stats: StreamStats | None = None,
+        reject_unknown: bool = False,
     ) -> Iterator[FrameResult]:
         """Classify every ``every``-th frame of a stream (OpenCV's BGR by default), at most ``max_frames`` of them."""
-        if every < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
-        stats = stats if stats is not None else StreamStats()
-        recent: deque[float] = deque(maxlen=30)
-        start = None
-        for index, image in enumerate(frames):
-            now = time.perf_counter()
-            start = now if start is None else start
-            stats.frames_read += 1
-            if index % every:
-                continue
-            pixels = preprocess(image, self.spec, bgr=bgr)[None]
-            pred = self.decode(self.predict_pixels(pixels)[0], top_k=top_k, min_confidence=min_confidence, min_margin=min_margin)
-            done = time.perf_counter()
-            recent.append(done)
-            fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 1.0 / max(done - now, 1e-9)
-            stats.frames_classified += 1
-            stats.latency_s += done - now
-            stats.wall_s = done - start
-            yield FrameResult(index, pred, fps, 1000.0 * (done - now), image)
-            if max_frames is not None and stats.frames_classified >= max_frames:
-                return
+        if reject_unknown:
+            self.check_reject_unknown()
+        return pipeline.classify_frames(self, frames, every=every, max_frames=max_frames, top_k=top_k,
+                                        min_confidence=min_confidence, min_margin=min_margin, bgr=bgr, stats=stats,
+                                        reject_unknown=reject_unknown)
 
     def describe(self) -> dict[str, Any]:
         """What a user wants to know about the loaded model, for a status line or --json."""
         return {
-            "model": str(self.path),
+            "model": self.name,
             "device": self.device,
             "precision": self.precision,
             "input": f"{self.input_dtype} {self.input_layout} {self.spec.size}x{self.spec.size}",
@@ -454,7 +373,18 @@ class Classifier:
         }
 
 
+def _ood_rule(text: str | None, name: str) -> OodRule | None:
+    """The unknown-input rule of the model's edgecnn.ood metadata (None when absent)."""
+    if text is None:
+        return None
+    try:
+        return OodRule.from_dict(json.loads(text))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{name}: corrupt {META_OOD} metadata ({exc})") from None
+
+
 def _layout(shape: Sequence[Any], meta_input: str | None) -> str:
+    """NCHW or NHWC: from edgecnn's metadata when present, else guessed from where the 3 channels are."""
     if meta_input == INPUT_UINT8_NHWC:
         return "NHWC"
     if meta_input == INPUT_FLOAT_NCHW:
@@ -477,98 +407,12 @@ def _graph_size(shape: Sequence[Any], layout: str) -> int | None:
     return None
 
 
-# --------------------------------------------------------------------------- protobuf wire format (no onnx)
-def _fields(buf: bytes | memoryview, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, Any]]:
-    """(field number, wire type, value) of one protobuf message; length-delimited values as memoryviews."""
-    mv = memoryview(buf)
-    pos, end = start, len(mv) if end is None else end
-    while pos < end:
-        key, pos = _varint(mv, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(mv, pos)
-        elif wire == 1:
-            value, pos = None, pos + 8
-        elif wire == 2:
-            length, pos = _varint(mv, pos)
-            value, pos = mv[pos : pos + length], pos + length
-        elif wire == 5:
-            value, pos = None, pos + 4
-        else:
-            raise ModelError(f"not an ONNX model (protobuf wire type {wire} at byte {pos})")
-        if pos > end:
-            raise ModelError("not an ONNX model (truncated protobuf)")
-        yield number, wire, value
-
-
-def _varint(mv: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(mv):
-            raise ModelError("not an ONNX model (truncated protobuf)")
-        byte = mv[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _sub(buf, number: int) -> Iterator[memoryview]:
-    for n, wire, value in _fields(buf):
-        if n == number and wire == 2:
-            yield value
-
-
-def _external_locations(model: bytes) -> Iterator[str]:
-    # ModelProto.graph = 7, .functions = 25 (FunctionProto.node = 7).
-    for graph in _sub(model, 7):
-        yield from _graph_locations(graph)
-    for function in _sub(model, 25):
-        for node in _sub(function, 7):
-            yield from _node_locations(node)
-
-
-def _graph_locations(graph) -> Iterator[str]:
-    # GraphProto: node = 1, initializer = 5, sparse_initializer = 15 (values = 1, indices = 2).
-    for n, wire, value in _fields(graph):
-        if wire != 2:
-            continue
-        if n == 5:
-            yield from _tensor_locations(value)
-        elif n == 15:
-            for sub in (1, 2):
-                for tensor in _sub(value, sub):
-                    yield from _tensor_locations(tensor)
-        elif n == 1:
-            yield from _node_locations(value)
-
-
-def _node_locations(node) -> Iterator[str]:
-    # NodeProto.attribute = 5; AttributeProto: t = 5, g = 6, tensors = 10, graphs = 11.
-    for attribute in _sub(node, 5):
-        for n, wire, value in _fields(attribute):
-            if wire != 2:
-                continue
-            if n in (5, 10):
-                yield from _tensor_locations(value)
-            elif n in (6, 11):
-                yield from _graph_locations(value)
-
-
-def _tensor_locations(tensor) -> Iterator[str]:
-    # TensorProto.external_data = 13: StringStringEntryProto(key = 1, value = 2).
-    for entry in _sub(tensor, 13):
-        kv = {n: bytes(v).decode("utf-8", "replace") for n, wire, v in _fields(entry) if wire == 2}
-        if kv.get(1) == "location":
-            yield kv.get(2, "")
-
-
 __all__ = [
     "Classifier",
     "FileResult",
     "FrameResult",
     "ModelError",
+    "ModelSource",
     "Prediction",
     "StageTimes",
     "StreamStats",

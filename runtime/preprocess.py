@@ -8,7 +8,9 @@ Only numpy and Pillow: this module runs on the device.
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,22 +40,24 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def load_rgb(source: ImageInput, *, min_side: int | None = None, bgr: bool = False) -> Image.Image:
+def load_rgb(source: ImageInput | bytes, *, min_side: int | None = None, bgr: bool = False) -> Image.Image:
     """Open ``source`` as an RGB PIL image: EXIF orientation applied, first frame, alpha on white.
 
     ``min_side`` lets a JPEG decode at a reduced scale (Pillow's draft mode) while keeping the shorter
     side at least that long; every caller that passes the spec's ``resize`` gets the same pixels.
-    ``bgr`` says a numpy array is in OpenCV's channel order.
+    ``bgr`` says a numpy array is in OpenCV's channel order. ``bytes`` are an encoded file held in memory
+    (an HTTP body); errors then name its length instead of a path.
     """
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, bgr=bgr)
     if isinstance(source, Image.Image):
         return _to_rgb(ImageOps.exif_transpose(source) or source)
-    path = Path(source)
+    data = source if isinstance(source, bytes) else None
+    path = Path(f"{len(source)} bytes") if isinstance(source, bytes) else Path(source)
     try:
-        if path.stat().st_size == 0:
+        if (len(data) if data is not None else path.stat().st_size) == 0:
             raise ImageError(f"{path}: empty file")
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data) if data is not None else path) as image:
             if min_side and image.format == "JPEG":
                 width, height = image.size
                 scale = min_side / max(1, min(width, height))
@@ -142,7 +146,7 @@ def resize_and_crop(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
     return image
 
 
-def preprocess(source: ImageInput, spec: PreprocessSpec, *, bgr: bool = False) -> np.ndarray:
+def preprocess(source: ImageInput | bytes, spec: PreprocessSpec, *, bgr: bool = False) -> np.ndarray:
     """Decode ``source`` and return the model's view of it: a (size, size, 3) uint8 RGB array."""
     image = load_rgb(source, min_side=spec.resize, bgr=bgr)
     return np.asarray(resize_and_crop(image, spec), dtype=np.uint8)
@@ -150,8 +154,8 @@ def preprocess(source: ImageInput, spec: PreprocessSpec, *, bgr: bool = False) -
 
 def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float32, normalized with the spec's mean and std."""
-    mean = np.asarray(spec.mean, dtype=np.float32) * 255.0
-    inv_std = 1.0 / (np.asarray(spec.std, dtype=np.float32) * 255.0)
+    mean = np.asarray(spec.mean255, dtype=np.float32)
+    inv_std = np.asarray(spec.inv_std255, dtype=np.float32)
     out = (pixels.astype(np.float32) - mean) * inv_std
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
@@ -162,3 +166,20 @@ def to_model_input(pixels: np.ndarray, spec: PreprocessSpec, *, layout: str, dty
         return pixels if layout == "NHWC" else np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
     nchw = normalize(pixels, spec).astype(dtype, copy=False)
     return nchw if layout == "NCHW" else np.ascontiguousarray(nchw.transpose(0, 2, 3, 1))
+
+
+def batches(pixels: np.ndarray, size: int, *, pad: bool = False) -> Iterator[tuple[np.ndarray, int]]:
+    """Chunks of ``size`` images, each with its number of real images.
+
+    ``pad`` fills a short last chunk up to ``size`` for a graph with a fixed batch dimension; the caller keeps
+    the first n rows of the answer. The padding repeats the last image rather than adding black ones, so
+    that a calibration pass over the chunks sees no pixel value the data does not have.
+    """
+    if size < 1:
+        raise ValueError(f"batch size must be >= 1, got {size}")
+    for start in range(0, len(pixels), size):
+        chunk = pixels[start : start + size]
+        n = len(chunk)
+        if pad and n < size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - n, axis=0)])
+        yield chunk, n

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from .filekind import not_onnx_message
+
 DEVICES = ("auto", "cpu", "cuda")
+IN_MEMORY = "<in-memory>"  # how messages and describe() name a model given as bytes
 
 
 class ModelError(ValueError):
@@ -52,18 +55,30 @@ def session_options(threads: int | None = None, *, optimized_model_path: str | N
     return options
 
 
-def create_session(model_path: str | os.PathLike, *, device: str = "auto", threads: int | None = None) -> tuple[ort.InferenceSession, str]:
-    """Load ``model_path`` with the providers for ``device``; return the session and the provider actually used."""
-    path = Path(model_path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such model file")
+def create_session(model: str | os.PathLike | bytes, *, device: str = "auto", threads: int | None = None,
+                   name: str | None = None) -> tuple[ort.InferenceSession, str]:
+    """Load ``model`` (a file or its bytes) for ``device``; return the session and the provider actually used.
+
+    Error messages begin with ``name``: by default the file, or ``<in-memory>`` for bytes.
+    """
+    source: str | bytes
+    if isinstance(model, bytes):
+        source, name = model, name or IN_MEMORY
+    else:
+        path = Path(model)
+        source, name = str(path), name or str(path)
+        if not path.is_file():
+            raise ModelError(f"{name}: no such model file")
+        wrong_kind = not_onnx_message(path, name=name)  # a best.pt here: say which command takes it
+        if wrong_kind:
+            raise ModelError(wrong_kind)
     providers = providers_for(device)
     try:
-        session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=providers)
+        session = ort.InferenceSession(source, sess_options=session_options(threads), providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file
         text = str(exc).strip().splitlines()
-        raise ModelError(f"{path}: not a loadable ONNX model ({text[-1] if text else type(exc).__name__})") from None
+        raise ModelError(f"{name}: not a loadable ONNX model ({text[-1] if text else type(exc).__name__})") from None
     used = session.get_providers()[0]
     if device == "cuda" and used != "CUDAExecutionProvider":
-        raise ModelError(f"{path}: the CUDA execution provider failed to start (driver or CUDA libraries missing); use --device cpu")
+        raise ModelError(f"{name}: the CUDA execution provider failed to start (driver or CUDA libraries missing); use --device cpu")
     return session, ("cuda" if used == "CUDAExecutionProvider" else "cpu")

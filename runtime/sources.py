@@ -108,6 +108,7 @@ class FrameSource:
             self._open_picamera(width or 640, height or 480)
             return
         cv2 = _import_cv2(for_what=f"reading frames from {self.source!r}")
+        target: int | str  # OpenCV takes a camera index or a file name / URL
         if self.source.isdigit():
             self.kind, target = "camera", int(self.source)
         elif "://" in self.source:
@@ -132,7 +133,7 @@ class FrameSource:
 
     def _open_picamera(self, width: int, height: int) -> None:
         try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
+            from picamera2 import Picamera2
         except ImportError:
             raise CameraError("--source picamera needs picamera2 (on Raspberry Pi OS: sudo apt install python3-picamera2)") from None
         try:
@@ -220,11 +221,21 @@ def _missing(module: str) -> bool:
 
 
 def _import_cv2(*, for_what: str):
+    # OpenCV's own `[ WARN:0@0.016] ...` lines would precede our one-line error; a user's setting wins.
+    quiet = "OPENCV_LOG_LEVEL" not in os.environ
+    if quiet:
+        os.environ["OPENCV_LOG_LEVEL"] = "ERROR"
     try:
-        import cv2  # type: ignore[import-not-found]
+        import cv2
     except ImportError:
+        # Outside the edgecnn package this is a deploy bundle (or a copy of the runtime): no extras to install.
+        install = ("pip install 'edgecnn[camera]' (or opencv-python-headless)" if __name__.startswith("edgecnn.")
+                   else "venv/bin/pip install -r requirements-camera.txt (see the bundle's README.md)")
         raise CameraError(
-            f"{for_what} needs OpenCV: pip install 'edgecnn[camera]' (or opencv-python-headless); "
+            f"{for_what} needs OpenCV: {install}; "
             "on a Raspberry Pi camera module, --source picamera uses picamera2 instead"
         ) from None
+    logging_api = getattr(getattr(cv2, "utils", None), "logging", None)
+    if quiet and logging_api is not None:  # a cv2 imported before us did not read the variable
+        logging_api.setLogLevel(logging_api.LOG_LEVEL_ERROR)
     return cv2

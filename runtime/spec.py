@@ -31,10 +31,17 @@ META_VERSION = "edgecnn.version"
 META_CHECKPOINT_SHA256 = "edgecnn.checkpoint_sha256"
 META_OPSET = "edgecnn.opset"
 META_PRECISION = "edgecnn.precision"  # fp32, int8, int8-dynamic, fp16
+# Optional (not in METADATA_KEYS): written by calibrated exports and `edgecnn calibrate`.
+META_OOD = "edgecnn.ood"  # JSON of decode.OodRule: {"score": "energy", "threshold": ..., "recall": 0.95}
+META_TEMPERATURE = "edgecnn.temperature"  # the softmax temperature already applied to the logits
 METADATA_KEYS = (META_SPEC, META_INPUT, META_ARCH, META_VERSION, META_CHECKPOINT_SHA256, META_OPSET, META_PRECISION)
 
 INPUT_UINT8_NHWC = "uint8-nhwc"
 INPUT_FLOAT_NCHW = "float-nchw"
+
+# The softmax output that edgecnn's exporter adds beside the logits and that the runtime reads when present.
+PROBABILITIES_OUTPUT = "probabilities"
+LOGITS_OUTPUT = "logits"  # beside it: the pre-softmax scores (unknown-input rejection reads them)
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,18 @@ class PreprocessSpec:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    @property
+    def mean255(self) -> tuple[float, float, float]:
+        """The mean on the 0..255 pixel scale: what the runtime, the ONNX graph and training subtract from pixels."""
+        r, g, b = (m * 255.0 for m in self.mean)
+        return r, g, b
+
+    @property
+    def inv_std255(self) -> tuple[float, float, float]:
+        """1 / (255 * std): (pixel - mean255) * inv_std255 is the normalized input."""
+        r, g, b = (1.0 / (s * 255.0) for s in self.std)
+        return r, g, b
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["labels"] = list(self.labels)
@@ -108,4 +127,4 @@ def parse_rgb(text: str) -> tuple[float, float, float]:
         raise ValueError(f"{text!r} is not three comma-separated numbers, e.g. 0.5,0.5,0.5") from None
     if len(items) != 3:
         raise ValueError(f"{text!r}: give three values (R,G,B), e.g. 0.5,0.5,0.5")
-    return items  # type: ignore[return-value]
+    return items

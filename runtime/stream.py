@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import output as fmt
-from .classifier import StreamStats
+from .results import StreamStats
 from .sources import CameraError, Window, open_frames
 
 
@@ -26,6 +26,7 @@ def classify_stream(
     min_margin: float = 0.0,
     as_json: bool = False,
     show: bool = False,
+    reject_unknown: bool = False,
 ) -> str | None:
     """Classify the frames of ``source``: one line per frame through ``out``, status and summary through ``err``.
 
@@ -40,7 +41,7 @@ def classify_stream(
     try:
         for result in clf.classify_frames(frames, every=every, max_frames=max_frames, top_k=top_k,
                                           min_confidence=min_confidence, min_margin=min_margin, bgr=frames.bgr,
-                                          stats=stats):
+                                          stats=stats, reject_unknown=reject_unknown):
             out(fmt.json_line(fmt.frame_dict(result)) if as_json else fmt.frame_row(result))
             if window is not None and not window.show(result.image, fmt.caption(result)):
                 break

@@ -54,3 +54,18 @@ def make_venv(tmp_path_factory: pytest.TempPathFactory):
         return python, site
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _image_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
+    """Training caches decoded images (edgecnn.cache): keep the tests' cache out of the user's home folder.
+    Set in the environment, so that the training subprocesses the tests start use it too."""
+    import os
+
+    before = os.environ.get("EDGECNN_CACHE_DIR")
+    os.environ["EDGECNN_CACHE_DIR"] = str(tmp_path_factory.mktemp("image-cache"))
+    yield
+    if before is None:
+        os.environ.pop("EDGECNN_CACHE_DIR", None)
+    else:
+        os.environ["EDGECNN_CACHE_DIR"] = before

@@ -92,3 +92,26 @@ def test_missing_environment_is_reported_not_built(arm64, tmp_path: Path) -> Non
     script, _ = arm64
     with pytest.raises(script.Unavailable, match="no built environment"):
         script.ensure_env(tmp_path / "empty-cache", install=False)
+
+
+def test_bundle_serves_on_emulated_arm64(arm64, models: dict[str, Path], images: list[str], tmp_path: Path) -> None:
+    """`app.pyz --serve` under emulation, with requirements-serve.txt's aarch64 (pure-Python) wheels: healthy,
+    the answers of `classify images --json`, a 400 for the bad file, exit 0 on SIGTERM."""
+    script, env = arm64
+    try:
+        env = script.with_serve(env)
+    except script.Unavailable as exc:
+        if os.environ.get("EDGECNN_REQUIRE_ARM64"):
+            pytest.fail(f"the serve requirements cannot be installed for ARM64: {exc}")
+        pytest.skip(f"the serve requirements cannot be installed for ARM64 here: {exc}")
+    bundle = deploy(models["fp32"], tmp_path / "bundle").out_dir
+    report = script.check_serve(bundle, images, env=env)
+    print(f"serve on emulated arm64: started in {report['startup_s']} s")
+    assert report["health"] == {"status": "ok"} and report["metrics"]
+    assert report["exit_code"] == 0 and not report["traceback"]
+    ref = CliRunner().invoke(cli, ["classify", "images", "-m", str(models["fp32"]), *images, "--json", "--top-k", "3"])
+    reference = [json.loads(line) for line in ref.stdout.splitlines()]
+    assert [a["path"] for a in report["answers"] if "error" in a] == [r["path"] for r in reference if "error" in r]
+    assert all(a["status"] == 400 for a in report["answers"] if "error" in a)
+    good = [a for a in report["answers"] if "error" not in a]
+    assert script.compare([r for r in reference if "error" not in r], good) == []

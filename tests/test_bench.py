@@ -30,8 +30,8 @@ from edgecnn.bench import (
 )
 from edgecnn.cli import cli
 
-REQUIRED = {"model", "backend", "precision", "batch", "threads", "init_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
-            "throughput_ips", "peak_rss_mb"}
+REQUIRED = {"model", "backend", "precision", "batch", "threads", "init_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms",
+            "mean_ms", "throughput_ips", "cpu_percent", "size_bytes", "peak_rss_mb"}
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,19 @@ def test_summarize_known_numbers() -> None:
     assert s["throughput_ips"] == pytest.approx(800.0)  # 2 images per 2.5 ms
 
 
+def test_p999_only_from_enough_runs() -> None:
+    ms = [i / 1e3 for i in range(1, 1001)]  # 1..1000 ms
+    assert summarize(ms, 1)["p999_ms"] == pytest.approx(1 + 0.999 * 999)  # linear between the closest ranks
+    assert summarize(ms[:999], 1)["p999_ms"] is None
+
+
+def test_p999_reaches_the_row(onnx_model: Path) -> None:
+    report = bench([onnx_model], warmup=0, runs=1000, isolate=False, peak_gflops=10.0, clock=ticking_clock(0.002))
+    (row,) = report.rows
+    assert row.runs == 1000 and row.p999_ms == pytest.approx(2.0)
+    assert "p99.9" in format_table(report) and " 2.000 " in format_table(report)
+
+
 def test_efficiency_known_numbers() -> None:
     gflops, fraction = efficiency(1_000_000, 2, 1.0, peak_gflops=8.0, threads=1)
     assert gflops == pytest.approx(4.0)  # 2 FLOP/MAC x 1e6 MAC x 2 images / 1 ms
@@ -95,6 +108,10 @@ def test_bench_in_process_with_injected_clock(onnx_model: Path) -> None:
         assert row.init_ms == pytest.approx(1.0) and row.first_ms == pytest.approx(1.0)
         assert row.throughput_ips == pytest.approx(1000.0 * row.batch)
         assert row.rss_scope == "process-so-far" and row.peak_rss_mb > 10
+        assert row.size_bytes == onnx_model.stat().st_size
+        assert row.p999_ms is None  # 7 runs: no p99.9
+        # CPU% is measured with the real clocks, whatever the latency clock: one thread keeps it near 100.
+        assert row.cpu_percent is not None and 0 < row.cpu_percent <= 100 * row.threads + 30
         assert row.macs and row.macs > 0
         assert row.gflops == pytest.approx(2 * row.macs * row.batch / 1e-3 / 1e9)
         assert row.peak_fraction == pytest.approx(row.gflops / 100.0)
@@ -162,6 +179,20 @@ def test_cold_starts_time_import_and_session(onnx_model: Path) -> None:
     assert 0 < start["import_s"] < 30 and 0 < start["session_s"] < 30
 
 
+def test_peak_probes_run_as_worker_jobs() -> None:
+    from edgecnn.peak import measure_peak_gflops
+
+    probes = measure_peak_gflops(size=64, repeats=3)
+    assert set(probes) == {"numpy", "onnxruntime"} and all(v > 0 for v in probes.values())
+
+
+def test_worker_rejects_an_unknown_job() -> None:
+    done = subprocess.run([sys.executable, "-m", "edgecnn.bench.worker", "no-such-job"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0 and "unknown bench worker job 'no-such-job'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_names_replace_file_names_in_the_table(onnx_model: Path) -> None:
     report = bench([onnx_model], runs=2, warmup=0, isolate=False, peak_gflops=10.0, clock=ticking_clock())
     text = format_table(report, names={str(onnx_model): "tinycnn@32"})
@@ -182,6 +213,62 @@ def test_bad_input_is_rejected(onnx_model: Path, tmp_path: Path) -> None:
         bench([onnx_model], images_dir=tmp_path / "empty")
 
 
+# ------------------------------------------------------------------------------------------- OpenVINO
+def test_openvino_rows_next_to_onnxruntime(onnx_model: Path) -> None:
+    pytest.importorskip("openvino")
+    report = bench([onnx_model], runs=5, warmup=1, openvino=True, peak_gflops=50.0)
+    ort, ov_row = report.rows
+    assert (ort.backend, ov_row.backend) == ("onnxruntime", "openvino")
+    assert ov_row.note == "" and ov_row.runs == 5 and ov_row.p50_ms > 0 and ov_row.device == "cpu"
+    assert ov_row.precision == ort.precision == "fp32"  # the file's metadata, read through OpenVINO
+    assert ov_row.size_bytes == ort.size_bytes == onnx_model.stat().st_size and ov_row.macs == ort.macs
+    assert ov_row.cpu_percent is not None and 0 < ov_row.cpu_percent <= 100 * ov_row.threads + 30
+    assert "openvino fp32 b1 t1" in format_table(report)
+
+
+def test_openvino_computes_what_onnxruntime_computes(onnx_model: Path) -> None:
+    pytest.importorskip("openvino")
+    import onnxruntime as ort
+
+    from edgecnn.bench.runners import openvino_compile
+
+    session = ort.InferenceSession(str(onnx_model), providers=["CPUExecutionProvider"])
+    spec = session.get_inputs()[0]
+    assert spec.type == "tensor(uint8)"  # edgecnn's exports take uint8 NHWC pixels; OpenVINO must read them
+    x = np.random.default_rng(1).integers(0, 256, size=[1, *spec.shape[1:]], dtype=np.uint8)
+    expected = session.run(None, {spec.name: x})
+    compiled = openvino_compile(str(onnx_model), threads=1, batch=1)
+    got = compiled({0: x})
+    assert len(got) == len(expected)
+    for i, want in enumerate(expected):
+        np.testing.assert_allclose(got[compiled.outputs[i]], want, rtol=1e-4, atol=1e-5)
+
+
+def test_openvino_unreadable_model_says_why(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a model")
+    report = bench([bad], runs=3, warmup=0, openvino=True, peak_gflops=50.0)
+    ov_row = report.rows[1]
+    assert ov_row.backend == "openvino" and ov_row.note.startswith("unavailable: OpenVINO cannot run")
+    assert "broken.onnx" in ov_row.note and ov_row.p50_ms is None
+
+
+def test_openvino_missing_gives_the_install_line(onnx_model: Path, tmp_path: Path) -> None:
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "openvino.py").write_text("raise ImportError('openvino is blocked in this test')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(block), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-m", "edgecnn", "bench", str(onnx_model), "--openvino", "--runs", "3",
+                           "--warmup", "0", "--device", "cpu", "--json"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    ort, ov_row = json.loads(done.stdout)["rows"]
+    assert ort["note"] == "" and ort["p50_ms"] > 0  # the onnxruntime row still runs
+    assert ov_row["note"] == "unavailable: pip install 'edgecnn[openvino]'"
+    assert "pip install 'edgecnn[openvino]'" in done.stderr
+
+
 # -------------------------------------------------------------------------------------------- the CLI
 def test_cli_json_schema_and_torch_rows(onnx_model: Path, checkpoint: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["bench", str(onnx_model), "--runs", "3", "--warmup", "1", "--torch",
@@ -191,6 +278,8 @@ def test_cli_json_schema_and_torch_rows(onnx_model: Path, checkpoint: Path, tmp_
     assert [(r["backend"], r["variant"]) for r in data["rows"]] == [("onnxruntime", ""), ("torch", "eager")]
     for row in data["rows"]:
         assert REQUIRED <= set(row)
+        assert row["size_bytes"] == Path(row["model"]).stat().st_size
+        assert row["p999_ms"] is None and 0 < row["cpu_percent"] <= 100 * row["threads"] + 30
         assert row["model"] in (str(onnx_model), str(checkpoint))  # the path as given
         assert row["p50_ms"] > 0 and row["throughput_ips"] > 0 and row["peak_rss_mb"] > 0
     onnx_row, torch_row = data["rows"]
@@ -221,7 +310,8 @@ def test_bench_runs_without_torch(onnx_model: Path, tmp_path: Path) -> None:
     code = (
         "import json, sys\n"
         "import edgecnn.bench as b\n"
-        "assert 'torch' not in sys.modules\n"
+        "loaded = {'torch', 'numpy', 'onnxruntime'} & set(sys.modules)\n"
+        "assert not loaded, loaded  # the workers time these imports: nothing may preload them\n"
         f"r = b.bench([{str(onnx_model)!r}], runs=3, warmup=1, peak_gflops=50.0)\n"
         "print(json.dumps(r.to_dict()))\n"
     )

@@ -261,3 +261,23 @@ def test_picamera2_source_with_a_fake_module(model, monkeypatch) -> None:
     monkeypatch.setattr(sources, "_missing", lambda name: False)
     with pytest.raises(CameraError, match="needs picamera2"):
         sources.FrameSource("picamera")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", [["-m", "edgecnn", "classify", "images"], ["-m", "edgecnn.runtime.app"]])
+def test_a_closed_stdout_ends_quietly_with_exit_0(model, tmp_path, entry) -> None:
+    """`... | head -1`: the CLI and the bundle's app share one file loop, and both stop quietly when the reader goes."""
+    import subprocess
+    import sys
+
+    Image.new("RGB", (16, 16), COLOURS["red"]).save(tmp_path / "r.png")
+    # Well over a pipe's 64 KiB of JSON lines, so that the loop is still writing when the reader closes the pipe.
+    args = [sys.executable, *entry, *["r.png"] * 1500, "-m", str(model), "--json", "--device", "cpu"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert json.loads(first)["top"][0]["label"] == "red"
+    assert "Broken pipe" not in err and "Traceback" not in err and "Exception ignored" not in err

@@ -64,7 +64,7 @@ def test_bundle_contents(bundle: Path, checkpoint: Path) -> None:
     from edgecnn.checkpoint import load_checkpoint
 
     names = {p.name for p in bundle.iterdir()}
-    assert names == {"model.onnx", "app.pyz", "requirements.txt", "requirements-camera.txt", "README.md",
+    assert names == {"model.onnx", "app.pyz", "requirements.txt", "requirements-camera.txt", "requirements-serve.txt", "README.md",
                      "shapes.service", "bundle.json", MANIFEST_FILE}
     assert verify_bundle(bundle) == []
     listed = {line.split("  ")[1] for line in (bundle / MANIFEST_FILE).read_text().splitlines()}
@@ -158,6 +158,70 @@ def test_bundle_without_requirements_says_what_to_install(bundle: Path, images: 
     out = run_app(bare, bundle, images[0])
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.startswith("Error: the Python package ") and "pip install -r requirements.txt" in out.stderr
+
+
+# `app.pyz --serve` needs these beside PLAIN_PACKAGES: requirements-serve.txt's packages and their dependencies.
+SERVE_PACKAGES = ("starlette", "uvicorn", "prometheus_client", "python_multipart", "multipart", "anyio", "sniffio",
+                  "idna", "h11", "click", "typing_extensions.py")
+
+
+def test_requirements_serve_has_the_serve_extra_bounds(bundle: Path) -> None:
+    import tomllib
+
+    extra = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["serve"]
+    lines = (bundle / "requirements-serve.txt").read_text().splitlines()
+    assert sorted(line for line in lines if line and not line.startswith(("#", "-r"))) == sorted(extra)
+    assert "-r requirements.txt" in lines
+    assert "--serve" in (bundle / "shapes.service").read_text() and "requirements-serve.txt" in (bundle / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_bundle_serves_over_http(bundle: Path, onnx_model: Path, images: list[str], make_venv, tmp_path: Path) -> None:
+    """`app.pyz --serve` in a venv holding only the runtime's and the serve requirements' packages: the same
+    endpoints and answers as `edgecnn serve` (and as `classify images --json`)."""
+    import http.client
+    import signal
+    import time
+
+    python = make_venv("serve", PLAIN_PACKAGES + SERVE_PACKAGES)[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "EDGECNN"))}
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([python, str(bundle / "app.pyz"), "--serve", "--port", "0"], stdout=out,
+                                stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while "startup complete" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        port = int(log.read_text().split("http://127.0.0.1:")[1].split("/")[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/healthz")
+        assert json.loads(conn.getresponse().read()) == {"status": "ok"}
+        for path in images:
+            ref = CliRunner().invoke(cli, ["classify", "images", "-m", str(onnx_model), path, "--json"])
+            expected = json.loads(ref.stdout.splitlines()[0])
+            conn.request("POST", "/v1/classify", body=Path(path).read_bytes() if Path(path).is_file() else b"",
+                         headers={"Content-Type": "application/octet-stream"})
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            if "error" in expected:
+                assert response.status == 400 and answer["error"], (path, answer)
+            else:
+                assert response.status == 200 and answer == {k: v for k, v in expected.items() if k != "path"}, path
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        assert response.status == 200 and b"/v1/classify" in response.read()  # the page came out of app.pyz
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0 and "Traceback" not in log.read_text()
+    # Without the serve packages: one line that names requirements-serve.txt.
+    plain = make_venv("plain_no_serve", PLAIN_PACKAGES)[0]
+    missing = run_app(plain, bundle, "--serve", "--port", "0")
+    assert missing.returncode == 1 and "requirements-serve.txt" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_bundle_camera_reads_a_video(bundle: Path, shapes_dir: Path, tmp_path: Path) -> None:

@@ -27,14 +27,15 @@ def _env() -> dict[str, str]:
 
 def _check_run(run: Path, shapes_dir: Path, epochs: int) -> None:
     names = sorted(p.name for p in run.iterdir())
-    assert names == ["best.pt", "curves.png", "last.pt", "metrics.json", "report", "report.html"], names  # one set, by rank 0
+    assert names == ["best.pt", "curves.png", "last.pt", "metrics.json", "reliability.png", "report", "report.html"], names  # one set, by rank 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     assert len(metrics["epochs"]) == epochs
     state = torch.load(run / "best.pt", weights_only=True)["state_dict"]
     assert not any(k.startswith("module.") for k in state)
     model = load_checkpoint(run / "best.pt").build_model()  # plain model, no DDP wrapper needed
-    assert model is not None
+    rebuilt = model.state_dict()  # the trained weights, not a fresh initialization
+    assert rebuilt.keys() == state.keys() and all(torch.equal(rebuilt[k], state[k]) for k in state)
     # Validation under DDP covered every image exactly once: a single-process eval agrees.
     report = evaluate(run / "best.pt", shapes_dir / "val")
     assert report.accuracy == pytest.approx(metrics["val_accuracy"], abs=1e-9)

@@ -103,7 +103,12 @@ def test_metadata_round_trip(exported, checkpoint: Path) -> None:
     assert meta[META_CHECKPOINT_SHA256] == file_sha256(checkpoint)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     assert meta[META_OPSET] == str(opset) == "18"
-    assert set(meta) == {META_SPEC, META_INPUT, META_ARCH, META_VERSION, META_CHECKPOINT_SHA256, META_OPSET, META_PRECISION}
+    # Training calibrated the checkpoint, so the temperature and the unknown-input rule travel with it too.
+    ckpt = load_checkpoint(checkpoint).data
+    assert json.loads(meta["edgecnn.ood"]) == ckpt["ood"]
+    assert float(meta["edgecnn.temperature"]) == ckpt["calibration"]["temperature"]
+    assert set(meta) == {META_SPEC, META_INPUT, META_ARCH, META_VERSION, META_CHECKPOINT_SHA256, META_OPSET, META_PRECISION,
+                         "edgecnn.ood", "edgecnn.temperature"}
 
 
 def _identity_graph(size: int):

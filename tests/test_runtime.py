@@ -485,3 +485,86 @@ def test_exported_model_matches_torch_through_the_runtime(exported, checkpoint, 
     streamed = list(clf.classify_paths([path for path, _ in samples], batch_size=8, top_k=3))
     assert [r.prediction.index for r in streamed] == expected.argmax(1).tolist()
     assert [r.prediction.label for r in streamed] == [ckpt.spec.labels[i] for i in expected.argmax(1)]
+
+
+# ------------------------------------------------------------------------------- in-memory models, batching
+def test_in_memory_model_answers_as_the_file_does(model, images) -> None:
+    import onnx
+
+    from_file = Classifier(model, device="cpu", threads=1)
+    pixels = np.stack([from_file.preprocess(p) for p in images.values()])
+    for source in (model.read_bytes(), onnx.load(str(model))):  # bytes, or an onnx.ModelProto
+        clf = Classifier(source, device="cpu", threads=1)
+        assert clf.path is None and clf.name == "<in-memory>" and clf.describe()["model"] == "<in-memory>"
+        assert clf.spec == from_file.spec and clf.precision == "fp32"
+        np.testing.assert_array_equal(clf.predict_pixels(pixels), from_file.predict_pixels(pixels))
+        assert [p.label for p in clf.classify(list(images.values()))] == list(images)
+    assert from_file.path == model and from_file.describe()["model"] == str(model)
+    with pytest.raises(ModelError, match="^<in-memory>: not a loadable ONNX model"):
+        Classifier(b"location: not a model", device="cpu")
+
+
+@pytest.mark.parametrize("batch", [1, 4, "N"])
+def test_predict_pixels_in_chunks_pads_fixed_batches(tmp_path, batch) -> None:
+    clf = Classifier(make_model(tmp_path / "m.onnx", batch=batch, spec=SPEC), device="cpu")
+    pixels = np.random.default_rng(1).integers(0, 256, (7, 16, 16, 3), dtype=np.uint8)
+    expected = reference_probs(pixels, SPEC)
+    for batch_size in (None, 1, 3, 7, 50):
+        got = clf.predict_pixels(pixels, batch_size=batch_size)
+        assert got.shape == (7, 3) and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert clf.predict_pixels(pixels[:0]).shape == (0, 3)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        clf.predict_pixels(pixels, batch_size=0)
+
+
+def test_batches_repeat_the_last_image_to_fill_a_fixed_batch() -> None:
+    from edgecnn.runtime import batches
+
+    pixels = np.arange(5 * 2 * 2 * 3, dtype=np.uint8).reshape(5, 2, 2, 3)
+    chunks = list(batches(pixels, 2, pad=True))
+    assert [n for _, n in chunks] == [2, 2, 1] and all(len(c) == 2 for c, _ in chunks)
+    np.testing.assert_array_equal(chunks[-1][0], pixels[[4, 4]])  # padding copies, not black images
+    assert [len(c) for c, _ in batches(pixels, 2)] == [2, 2, 1]  # unpadded
+    assert list(batches(pixels[:0], 4, pad=True)) == []
+
+
+def test_normalization_constants_are_derived_once_from_the_spec() -> None:
+    from edgecnn.runtime import normalize
+
+    spec = PreprocessSpec(size=8, mean=(0.2, 0.4, 0.6), std=(0.1, 0.25, 0.5))
+    assert spec.mean255 == pytest.approx((51.0, 102.0, 153.0)) and spec.inv_std255 == pytest.approx((1 / 25.5, 1 / 63.75, 1 / 127.5))
+    pixels = np.random.default_rng(2).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    expected = ((pixels / 255.0 - np.array(spec.mean)) / np.array(spec.std)).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(normalize(pixels, spec), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_wire_codec_round_trips() -> None:
+    from edgecnn.runtime import onnx_wire as W
+
+    for value in (0, 1, 127, 128, 300, 2**35 + 7):
+        data = W.encode_varint(value)
+        assert W.decode_varint(data, 0) == (value, len(data))
+    message = W.encode_field(1, 8) + W.encode_field(2, "peak") + W.encode_field(7, W.encode_field(1, 300))
+    fields = [(n, w, v if isinstance(v, int) else bytes(v)) for n, w, v in W.iter_fields(message)]
+    assert fields == [(1, W.VARINT, 8), (2, W.LENGTH_DELIMITED, b"peak"), (7, W.LENGTH_DELIMITED, W.encode_field(1, 300))]
+    with pytest.raises(W.WireError, match="truncated"):
+        list(W.iter_fields(message[:-1]))
+
+
+@pytest.mark.slow
+def test_export_verifies_through_the_runtime_classifier(checkpoint, tmp_path, monkeypatch) -> None:
+    """Export checks the in-memory model with the Classifier the board runs: a wrong answer there fails the export."""
+    export = pytest.importorskip("edgecnn.export")
+    real = Classifier.predict_pixels
+    seen = []
+
+    def shifted(self, pixels, **kw):  # the runtime answers the next class
+        seen.append(self.name)
+        return np.roll(real(self, pixels, **kw), 1, axis=1)
+
+    monkeypatch.setattr(Classifier, "predict_pixels", shifted)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(export.ExportError, match="verification failed, nothing written"):
+        export.export_onnx(checkpoint, out)
+    assert seen == ["<in-memory>"] and not out.exists()

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from edgecnn.cli import cli
-from edgecnn.plot import HIGHLIGHT
+from edgecnn.plot import BAD
 from edgecnn.visualize import (
     Picture,
     VisualizeError,
@@ -38,7 +38,7 @@ def _check_tiles(picture: Picture, png: Path | None = None) -> None:
     """No tile is blank: each shows at least two colours; a flat one is hatched and labelled in red."""
     image = Image.open(png).convert("RGB") if png else picture.image
     assert picture.tiles, "a picture of tiles without tiles"
-    red = tuple(int(HIGHLIGHT[i : i + 2], 16) for i in (1, 3, 5))
+    red = tuple(int(BAD[i : i + 2], 16) for i in (1, 3, 5))
     for tile in picture.tiles:
         crop = np.asarray(image.crop(tile.box)).reshape(-1, 3)
         assert crop.shape[0] >= 16, f"tile {tile.label} is too small to see: {tile.box}"

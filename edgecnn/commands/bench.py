@@ -30,7 +30,11 @@ from .common import echo_json, int_list
 @click.option("--images-limit", type=click.IntRange(1), default=None, help="Use at most this many images from --images.")
 @click.option("--images-batch", type=click.IntRange(1), default=16, show_default=True,
               help="Batch size of the end-to-end classify rows.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--openvino", is_flag=True,
+              help="Add OpenVINO rows (CPU, the file's own precision: a QDQ file runs as INT8) for every model, "
+                   "in the same rounds. Needs pip install 'edgecnn[openvino]'.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="onnxruntime execution provider (and PyTorch's device); auto takes CUDA when available.")
 @click.option("--in-process", is_flag=True,
               help="Run every row in this process (faster start; peak memory is then the process's so far, "
                    "and torch.compile is not time-boxed).")
@@ -40,10 +44,12 @@ from .common import echo_json, int_list
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 def bench(models: tuple[str, ...], batches: list[int], threads: list[int], warmup: int, runs: int | None,
           seconds: float | None, torch_checkpoint: str | None, torch_compile: bool, compile_timeout: float,
-          images_dir: str | None, images_limit: int | None, images_batch: int, device: str, in_process: bool,
+          images_dir: str | None, images_limit: int | None, images_batch: int, openvino: bool, device: str,
+          in_process: bool,
           as_json: bool, out_dir: Path | None, quiet: bool) -> None:
-    """Measure MODELS (.onnx): session creation, first run, latency percentiles, images/s, peak memory,
-    GFLOP/s and the share of this machine's measured FP32 peak.
+    """Measure MODELS (.onnx): file size, session creation, first run, latency percentiles (p99.9 from 1000
+    runs), images/s, CPU% (process CPU time over wall time; 100 = one busy core), peak memory, GFLOP/s and the
+    share of this machine's measured FP32 peak.
 
     Every row runs in its own process, and the rows take turns in rounds so that a busy machine slows them
     alike. Times are in ms (end-to-end rows: per image, amortized over a pass over the folder).
@@ -52,6 +58,7 @@ def bench(models: tuple[str, ...], batches: list[int], threads: list[int], warmu
     Examples:
       edgecnn bench edgecnn-demo/model.onnx edgecnn-demo/model.int8.onnx
       edgecnn bench model.onnx --batch 1,8 --threads 1,2 --seconds 5
+      edgecnn bench model.onnx model.int8.onnx --openvino --runs 2000
       edgecnn bench model.onnx model.int8.onnx --torch runs/shapes/best.pt --no-compile
       edgecnn bench model.int8.onnx --images photos/ --threads 2 -o bench/
       edgecnn bench model.onnx --runs 100 --json
@@ -62,13 +69,15 @@ def bench(models: tuple[str, ...], batches: list[int], threads: list[int], warmu
         raise click.UsageError("give at least one .onnx model, e.g. edgecnn bench model.onnx")
     if images_dir and not models:
         raise click.UsageError("--images needs an .onnx model to classify with")
+    _check_kinds(models, torch_checkpoint)
     from ..bench import bench as run_bench
     from ..bench import write_outputs
 
     say = None if quiet or as_json else (lambda msg: click.echo(msg, err=True))
     report = run_bench(list(models), batches=batches, threads=threads, warmup=warmup, runs=runs, seconds=seconds,
                        torch_checkpoint=torch_checkpoint, torch_compile=torch_compile, compile_timeout=compile_timeout,
-                       images_dir=images_dir, images_limit=images_limit, images_batch=images_batch, device=device,
+                       images_dir=images_dir, images_limit=images_limit, images_batch=images_batch, openvino=openvino,
+                       device=device,
                        isolate=not in_process, progress=say)
     if out_dir is not None:
         written = write_outputs(report, out_dir)
@@ -81,6 +90,20 @@ def bench(models: tuple[str, ...], batches: list[int], threads: list[int], warmu
     failed = [r for r in report.rows if r.note and r.variant != "compile"]  # torch.compile may be missing: not an error
     if failed:
         raise click.ClickException(f"{len(failed)} row(s) could not run: {failed[0].label}: {failed[0].note}")
+
+
+def _check_kinds(models: tuple[str, ...], torch_checkpoint: str | None) -> None:
+    """A checkpoint among MODELS or an ONNX file after --torch: one line naming the fix, before any row runs."""
+    from ..runtime.filekind import not_checkpoint_message, not_onnx_message
+
+    for model in models:
+        message = not_onnx_message(model, also=f", or bench it as it is with --torch {model}")
+        if message:
+            raise click.UsageError(message)
+    if torch_checkpoint:
+        message = not_checkpoint_message(torch_checkpoint)
+        if message:
+            raise click.UsageError(f"--torch {message}")
 
 
 def _table(report) -> None:

@@ -5,7 +5,6 @@ Needs only the base install (onnxruntime, numpy, Pillow); `camera` also needs Op
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import click
 
 from ..defaults import DEFAULT_DEMO_DIR
+from ..runtime.policy import AMBIGUOUS_MARGIN, DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_MARGIN
 from .common import float_triple
 
 # Where `edgecnn demo` writes its INT8 model; the default of -m.
@@ -28,16 +28,20 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="onnxruntime execution provider; auto takes CUDA when available."),
         click.option("--threads", type=click.IntRange(1), default=None, help="Inference threads. [default: onnxruntime's]"),
         click.option("-k", "--top-k", type=click.IntRange(1), default=5, show_default=True, help="Classes per answer."),
-        click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+        click.option("--min-confidence", type=click.FloatRange(0, 1), default=DEFAULT_MIN_CONFIDENCE, show_default=True,
                      help="Flag an answer as uncertain when its probability is below this."),
-        click.option("--min-margin", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-                     help="Flag an answer as uncertain when first minus second probability is below this."),
+        click.option("--min-margin", type=click.FloatRange(0, 1), default=DEFAULT_MIN_MARGIN, show_default=True,
+                     help="Flag an answer as uncertain when first minus second probability is below this "
+                          f"(the report's bands: below {AMBIGUOUS_MARGIN} ambiguous, below this unsure)."),
         click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                      help="Label file, one per line (models without edgecnn metadata)."),
         click.option("--size", type=click.IntRange(8), default=None, help="Input size (models without metadata)."),
         click.option("--mean", callback=float_triple, default=None, metavar="R,G,B", help="R,G,B mean on the 0..1 scale (models without metadata)."),
         click.option("--std", callback=float_triple, default=None, metavar="R,G,B", help="R,G,B std on the 0..1 scale (models without metadata)."),
         click.option("--json", "as_json", is_flag=True, help="One JSON object per line."),
+        click.option("--reject-unknown", is_flag=True,
+                     help="Label inputs that look like none of the classes `unknown` (the threshold stored in a "
+                          "calibrated model; see `edgecnn calibrate`)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -80,7 +84,8 @@ def classify() -> None:
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Images per model call.")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Threads decoding images.")
 def images(paths: tuple[str, ...], model: Path | None, device: str, threads: int | None, top_k: int, min_confidence: float,
-           min_margin: float, labels: Path | None, size: int | None, mean, std, as_json: bool, recursive: bool,
+           min_margin: float, labels: Path | None, size: int | None, mean, std, as_json: bool, reject_unknown: bool,
+           recursive: bool,
            batch_size: int, workers: int) -> None:
     """Classify image files: PATHS are files, folders (their images; subfolders with -r) or globs.
 
@@ -96,32 +101,14 @@ def images(paths: tuple[str, ...], model: Path | None, device: str, threads: int
       edgecnn classify images x.jpg -m resnet.onnx --labels imagenet.txt --size 224 \\
           --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
     """
-    from ..runtime import StageTimes, expand_paths
-    from ..runtime import output as fmt
+    from ..runtime.files import classify_files
 
     clf = load_classifier(model, device=device, threads=threads, labels=labels, size=size, mean=mean, std=std)
-    times = StageTimes()
-    width = 40
-    if not as_json:
-        click.echo(fmt.table_header(width))
-    start = time.perf_counter()
-    try:
-        for result in clf.classify_paths(expand_paths(paths, recursive=recursive), batch_size=batch_size, workers=workers,
-                                         top_k=top_k, min_confidence=min_confidence, min_margin=min_margin, timings=times):
-            if as_json:
-                obj = fmt.result_dict(result.path, result.prediction) if result.ok else fmt.error_dict(result.path, result.error)
-                click.echo(fmt.json_line(obj))
-            elif result.ok:
-                click.echo(fmt.table_row(result.path, result.prediction, width=width))
-            else:
-                click.echo(fmt.error_row(result.path, result.error, width=width))
-    except KeyboardInterrupt:
-        click.echo("interrupted; " + fmt.summary_line(images=times.images, failed=times.failed,
-                                                      seconds=time.perf_counter() - start), err=True)
-        raise SystemExit(130) from None
-    click.echo(fmt.summary_line(images=times.images, failed=times.failed, seconds=time.perf_counter() - start), err=True)
-    if times.failed:
-        raise SystemExit(1)
+    code = classify_files(clf, paths, out=click.echo, err=lambda line: click.echo(line, err=True), recursive=recursive,
+                          batch_size=batch_size, workers=workers, top_k=top_k, min_confidence=min_confidence,
+                          min_margin=min_margin, as_json=as_json, reject_unknown=reject_unknown)
+    if code:
+        raise SystemExit(code)
 
 
 @classify.command("camera", short_help="Classify a camera, video file or stream, frame by frame.")
@@ -132,7 +119,8 @@ def images(paths: tuple[str, ...], model: Path | None, device: str, threads: int
 @click.option("--every", type=click.IntRange(1), default=1, show_default=True, help="Classify every N-th frame.")
 @click.option("--show", is_flag=True, help="Open a window with the label, probability and FPS drawn on the frame.")
 def camera(model: Path | None, device: str, threads: int | None, top_k: int, min_confidence: float, min_margin: float,
-           labels: Path | None, size: int | None, mean, std, as_json: bool, source: str, max_frames: int | None,
+           labels: Path | None, size: int | None, mean, std, as_json: bool, reject_unknown: bool, source: str,
+           max_frames: int | None,
            every: int, show: bool) -> None:
     """Classify frames from a camera, a video file or a stream, printing the top answer and FPS per frame.
 
@@ -151,7 +139,7 @@ def camera(model: Path | None, device: str, threads: int | None, top_k: int, min
     clf = load_classifier(model, device=device, threads=threads, labels=labels, size=size, mean=mean, std=std)
     failure = classify_stream(clf, source, out=click.echo, err=lambda line: click.echo(line, err=True), every=every,
                               max_frames=max_frames, top_k=top_k, min_confidence=min_confidence,
-                              min_margin=min_margin, as_json=as_json, show=show)
+                              min_margin=min_margin, as_json=as_json, show=show, reject_unknown=reject_unknown)
     if failure:
         raise click.ClickException(failure)
 

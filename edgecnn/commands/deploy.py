@@ -31,15 +31,17 @@ def deploy(model: Path, out_dir: Path, name: str | None, force: bool, as_json: b
       edgecnn deploy model.onnx -o bundles/shapes --name shapes --force
       scp -r pi-bundle pi@raspberrypi.local:      # then follow pi-bundle/README.md
     """
+    from ..deploy import MANIFEST_FILE
     from ..deploy import deploy as make_bundle
+    from ..runtime.output import human_bytes
 
     result = make_bundle(model, out_dir, name=name, force=force)
     if as_json:
         echo_json({"out_dir": str(result.out_dir), "name": result.name, "size_bytes": result.size_bytes,
                    "precision": result.precision, "labels": list(result.labels), "files": result.files})
         return
-    click.echo(f"wrote {result.out_dir}/ ({result.size_bytes / 1e6:.2f} MB, {len(result.files) + 1} files, "
+    click.echo(f"wrote {result.out_dir}/ ({human_bytes(result.size_bytes)}, {len(result.files) + 1} files, "
                f"{result.precision} model, {len(result.labels)} classes)")
-    for rel in sorted(result.files):
+    for rel in [*sorted(result.files), MANIFEST_FILE]:  # every file counted above, the checksums included
         click.echo(f"  {rel:<28} {(result.out_dir / rel).stat().st_size:>10,d} bytes")
     click.echo(f"try it:  python3 {result.app} IMAGE...   (on the board: see {result.out_dir / 'README.md'})")

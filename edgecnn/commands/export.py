@@ -55,7 +55,9 @@ def export(checkpoint: Path, out: Path | None, opset: int, batch: int | str, inp
         echo_json(result.to_dict())
         return
     real = f", {result.real_images} from {verify_dir}" if verify_dir else ""
-    click.echo(f"wrote {result.path} ({result.size_bytes / 1024:.0f} KiB, {result.arch}, opset {result.opset}, "
+    from ..runtime.output import human_bytes
+
+    click.echo(f"wrote {result.path} ({human_bytes(result.size_bytes)}, {result.arch}, opset {result.opset}, "
                f"input {result.input}, batch {result.batch})")
     click.echo(f"verified against PyTorch on {result.verified_images} images ({result.verified_images - result.real_images} "
                f"random{real}): top-1 agreement {result.top1_agreement:.3f}, max |dp| {result.max_prob_diff:.1e}")

@@ -75,11 +75,16 @@ def quantize(model: Path, calib_dir: Path | None, out: Path | None, calib_size: 
 
 
 def _report(result) -> None:
-    click.echo(f"wrote {result.path} ({result.precision}): {result.quant_bytes / 1024:.0f} KiB, "
-               f"FP32 {result.fp32_bytes / 1024:.0f} KiB, {result.size_ratio:.2f}x smaller")
+    from ..runtime.output import human_bytes
+
+    click.echo(f"wrote {result.path} ({result.precision}): {human_bytes(result.quant_bytes)}, "
+               f"FP32 {human_bytes(result.fp32_bytes)}, {result.size_ratio:.2f}x smaller")
     if result.fp32_accuracy is not None:
         click.echo(f"accuracy on {result.eval_images} images: FP32 {result.fp32_accuracy:.4f}, {result.precision} "
                    f"{result.quant_accuracy:.4f}, drop {result.accuracy_drop * 100:+.2f} points")
-    if result.agreement_images:
+    if result.agreement is not None:
         click.echo(f"top-1 agreement FP32 vs {result.precision}: {result.agreement:.4f} on {result.agreement_images} "
                    f"{result.agreement_on} images")
+    else:
+        click.echo(f"top-1 agreement FP32 vs {result.precision}: not measured, no images "
+                   "(give --calib or --eval to compare on images)")
