@@ -65,6 +65,11 @@ class DemoResult:
     summary: dict[str, object] = field(default_factory=dict)
 
 
+def bench_names(paths: DemoPaths) -> dict[str, str]:
+    """What the demo's bench table calls each model; a row label adds the backend, variant and precision itself."""
+    return {str(paths.fp32): "ONNX", str(paths.int8): "ONNX", str(paths.checkpoint): "PyTorch"}
+
+
 def _stage(result: DemoResult, name: str, fn: Callable[[], None], echo: Callable[[str], None]) -> None:
     echo(f"\n== {name} ==")
     t0 = time.perf_counter()
@@ -154,10 +159,9 @@ def run_demo(out_dir: str | Path = "edgecnn-demo", *, fresh: bool = False, epoch
 
         report = bench([paths.fp32, paths.int8], torch_checkpoint=paths.checkpoint, torch_compile=False,
                        batches=[1], threads=[1], seconds=1.0)
-        write_outputs(report, paths.bench, names={str(paths.fp32): "FP32 ONNX", str(paths.int8): "INT8 ONNX",
-                                                  str(paths.checkpoint): "PyTorch eager"})
-        for line in format_table(report, names={str(paths.fp32): "FP32 ONNX", str(paths.int8): "INT8 ONNX",
-                                                str(paths.checkpoint): "PyTorch eager"}).splitlines():
+        names = bench_names(paths)
+        write_outputs(report, paths.bench, names=names)
+        for line in format_table(report, names=names).splitlines():
             echo("   " + line)
         echo(f"   (batch 1, 1 thread; {paths.bench / 'bench.png'}; the full suite: python benchmarks/run.py)")
 

@@ -125,7 +125,8 @@ def measure_peak_gflops(*, size: int = SIZE, repeats: int = REPEATS, timeout: fl
             "onnxruntime": _probe("probe-ort-sgemm", size, repeats, timeout)}
 
 
-def fp32_peak_gflops(*, refresh: bool = False, cache_file: Path | None = None) -> float:
+def fp32_peak_gflops(*, refresh: bool = False, cache_file: Path | None = None,
+                     on_measure: Callable[[], None] | None = None) -> float:
     """The cached single-thread FP32 peak for this machine; measured (a few seconds) on first use or with ``refresh``.
 
     The cache keeps the best figure ever measured: a busy neighbour can only make a probe slower, so the
@@ -143,6 +144,8 @@ def fp32_peak_gflops(*, refresh: bool = False, cache_file: Path | None = None) -
     known = float(entry["gflops"]) if isinstance(entry, dict) and isinstance(entry.get("gflops"), (int, float)) else None
     if known is not None and not refresh:
         return known
+    if on_measure is not None:  # only a real measurement is worth a progress line
+        on_measure()
     probes = measure_peak_gflops()
     gflops = max(*probes.values(), known or 0.0)
     cached[key] = {"gflops": gflops, "last_probes": probes,

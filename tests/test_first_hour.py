@@ -450,3 +450,33 @@ def test_the_highlighted_bar_is_not_red_unless_asked() -> None:
     green = tuple(int(GOOD[i : i + 2], 16) for i in (1, 3, 5))
     assert red not in bar_colour(bar_chart(["a", "b"], [1.0, 2.0], title="t", highlight=1))
     assert green in bar_colour(bar_chart(["a", "b"], [1.0, 2.0], title="t", highlight=1, highlight_colour=GOOD))
+
+
+# ------------------------------------------------------------------------------ bench wording
+
+
+def test_demo_bench_labels_name_each_thing_once(tmp_path: Path) -> None:
+    from edgecnn.bench import BenchRow
+    from edgecnn.demo import DemoPaths, bench_names
+
+    paths = DemoPaths(tmp_path)
+    names = bench_names(paths)
+    rows = [BenchRow(model=str(paths.checkpoint), backend="torch", precision="fp32", batch=1, threads=1, variant="eager"),
+            BenchRow(model=str(paths.int8), backend="onnxruntime", precision="int8", batch=1, threads=1)]
+    labels = [row.named(names[row.model]) for row in rows]
+    assert labels == ["PyTorch eager fp32 b1 t1", "ONNX onnxruntime int8 b1 t1"]
+    for label in labels:
+        words = label.lower().split()
+        assert len(words) == len(set(words)), label  # "PyTorch eager eager fp32" was the defect
+
+
+def test_fp32_peak_says_it_measures_only_when_it_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgecnn import peak
+
+    monkeypatch.setattr(peak, "measure_peak_gflops", lambda: {"numpy": 50.0, "onnxruntime": 60.0})
+    said: list[str] = []
+    cache = tmp_path / "peak.json"
+    assert peak.fp32_peak_gflops(cache_file=cache, on_measure=lambda: said.append("measuring")) == 60.0
+    assert said == ["measuring"]  # first use: measured, and said so
+    assert peak.fp32_peak_gflops(cache_file=cache, on_measure=lambda: said.append("measuring")) == 60.0
+    assert said == ["measuring"]  # cached: nothing printed again

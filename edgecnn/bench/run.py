@@ -164,8 +164,8 @@ def bench(
         if peak_gflops is None:
             from ..peak import fp32_peak_gflops
 
-            say("FP32 peak: cached, or measured once (a few seconds)")
-            peak_gflops = fp32_peak_gflops()
+            peak_gflops = fp32_peak_gflops(on_measure=lambda: say("measuring this machine's FP32 peak once "
+                                                                  "(a few seconds; cached for later runs)"))
         for i, cfg in enumerate(configs):
             handle = handles[i]
             if handle is None:
