@@ -304,17 +304,11 @@ class OnnxCalibration:
 
 def _graph_outputs(session: Any, clf: Any, images: np.ndarray, name: str, *, batch_size: int = 64) -> np.ndarray:
     """Output ``name`` of ``session`` (a graph with ``clf``'s input) for uint8 NHWC ``images``, in chunks it accepts."""
-    from .runtime.preprocess import to_model_input
+    from .runtime.preprocess import batches
 
-    step = clf.fixed_batch or batch_size
     out = []
-    for start in range(0, len(images), step):
-        chunk = images[start : start + step]
-        n = len(chunk)
-        if clf.fixed_batch and n < step:  # a fixed batch: pad, keep the first n rows
-            chunk = np.concatenate([chunk, np.zeros((step - n,) + chunk.shape[1:], np.uint8)])
-        feed = to_model_input(chunk, clf.spec, layout=clf.input_layout, dtype=clf.input_dtype)
-        scores = session.run([name], {clf.input_name: feed})[0]
+    for chunk, n in batches(images, clf.fixed_batch or batch_size, pad=bool(clf.fixed_batch)):
+        scores = session.run([name], {clf.input_name: clf.model_input(chunk)})[0]
         out.append(np.asarray(scores, dtype=np.float64).reshape(len(chunk), -1)[:n])
     return np.concatenate(out)
 
@@ -386,7 +380,7 @@ def calibrate_onnx(model_path: str | os.PathLike, data_dir: str | os.PathLike, o
     from .fileio import atomic_path
     from .runtime import Classifier
     from .runtime.decode import looks_like_probabilities
-    from .runtime.spec import META_OOD, META_TEMPERATURE
+    from .runtime.spec import META_OOD, META_TEMPERATURE, PROBABILITIES_OUTPUT
 
     clf = Classifier(model_path, device="cpu", labels=labels, size=size, mean=mean, std=std)
     root, samples = class_samples(data_dir, clf.labels)
@@ -396,7 +390,7 @@ def calibrate_onnx(model_path: str | os.PathLike, data_dir: str | os.PathLike, o
     images, targets = np.stack(list(dataset.images)), np.asarray(dataset.targets, dtype=np.int64)
     names = [o.name for o in clf.session.get_outputs()]
     logits_name = "logits" if "logits" in names else None
-    probs_name = "probabilities" if "probabilities" in names else None
+    probs_name = PROBABILITIES_OUTPUT if PROBABILITIES_OUTPUT in names else None
     if logits_name is None and probs_name is None:
         first = _graph_outputs(clf.session, clf, images[:8], names[0])
         if looks_like_probabilities(first):
