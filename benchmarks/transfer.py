@@ -89,9 +89,9 @@ def main() -> None:
     work = Path(tempfile.gettempdir()) / "edgecnn-transfer-bench"
     work.mkdir(exist_ok=True)
 
-    def cached(k: int, seed: int, data: Path, **options) -> dict:
+    def cached(k: int, data: Path, **options) -> dict:
         # Keyed by the options, not the row's name: rows that are the same run share it.
-        key = f"k{k}-s{seed}-" + json.dumps({n: v for n, v in options.items() if n != "seed"}, sort_keys=True)
+        key = f"k{k}-s{options['seed']}-" + json.dumps({n: v for n, v in options.items() if n != "seed"}, sort_keys=True)
         if key not in cache:
             out = work / "runs" / key
             shutil.rmtree(out, ignore_errors=True)
@@ -135,9 +135,9 @@ def main() -> None:
         _, targets = make_data(work, seed)
         for k in SHOTS:
             for name, options in methods.items():
-                table.setdefault(name, {}).setdefault(k, []).append(cached(k, seed, targets[k], seed=seed, **options))
+                table.setdefault(name, {}).setdefault(k, []).append(cached(k, targets[k], seed=seed, **options))
         for name, options in grid.items():
-            table.setdefault(name, {}).setdefault(8, []).append(cached(8, seed, targets[8], seed=seed, **options))
+            table.setdefault(name, {}).setdefault(8, []).append(cached(8, targets[8], seed=seed, **options))
 
     def cell(rows: list[dict]) -> str:
         acc = statistics.mean(r["final_acc"] for r in rows)

@@ -39,18 +39,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", nargs="*", default=[n for n in list_models() if model_info(n).weights])
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--per-class", type=int, default=100, help="training images per class (4 classes)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "zoo_int8.md")
     args = parser.parse_args()
     cache_path = args.out.with_suffix(".json")
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     work = Path(tempfile.gettempdir()) / "edgecnn-zoo-int8"
-    data, held_out = work / "data", work / "eval"
+    data, held_out = work / f"data-{args.per_class}", work / "eval"
     if not data.exists():
-        synthesize(data, classes=4, per_class=50, size=args.size, seed=0)
+        synthesize(data, classes=4, per_class=args.per_class, size=args.size, seed=0)
         synthesize(held_out, classes=4, per_class=50, size=args.size, seed=7, val_fraction=0.8)
     for arch in args.arch:
-        key = f"{arch}-{args.size}-{args.epochs}"
+        key = f"{arch}-{args.size}-{args.epochs}-{args.per_class}"
         if key in cache:
             continue
         run = work / arch
@@ -76,7 +77,7 @@ def main() -> None:
         "",
         f"Measured by `benchmarks/zoo_int8.py` on {platform.machine()}, {os.cpu_count()} cores shared with other "
         f"work. Each architecture trained from scratch on 4 synthetic shape classes ({args.size} px, "
-        f"{args.epochs} epochs, 160 images); FP32 and INT8 (static QDQ, edgecnn defaults) accuracy on 160 "
+        f"{args.epochs} epochs, {4 * args.per_class} images, 20% of them held for validation); FP32 and INT8 (static QDQ, edgecnn defaults) accuracy on 160 "
         "held-out images; top-1 agreement FP32 vs INT8 on the same images. 'gates FP32': HardSigmoid, Sigmoid "
         "and Mul nodes (hardswish, SiLU, squeeze-excite) kept in float. Not ImageNet backbones (no network "
         "here): read the drops as which layers are fragile.",
@@ -85,7 +86,7 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, r in cache.items():
-        if not key.endswith(f"-{args.size}-{args.epochs}"):
+        if not key.endswith(f"-{args.size}-{args.epochs}-{args.per_class}"):
             continue
         d, g = r["default"], r["gates_fp32"]
         lines.append(f"| {r['arch']} | {d['fp32_accuracy']:.3f} | {d['int8_accuracy']:.3f} | {d['drop_points']:+.1f} | "

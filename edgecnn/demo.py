@@ -135,11 +135,14 @@ def run_demo(out_dir: str | Path = "edgecnn-demo", *, fresh: bool = False, epoch
         r = quantize(paths.fp32, paths.data / "train", paths.int8, eval_dir=paths.data / "val", force=True)
         result.summary.update(fp32_accuracy=r.fp32_accuracy, int8_accuracy=r.quant_accuracy, agreement=r.agreement)
         assert r.accuracy_drop is not None and r.agreement is not None, "eval_dir was given: both are measured"
-        echo(f"   {'model':<16} {'accuracy':>9} {'size':>9}")
-        echo(f"   {'FP32 ONNX':<16} {r.fp32_accuracy:>9.4f} {human_bytes(r.fp32_bytes):>9}")
-        echo(f"   {'INT8 ONNX':<16} {r.quant_accuracy:>9.4f} {human_bytes(r.quant_bytes):>9}")
-        echo(f"   drop {100 * r.accuracy_drop:+.2f} points, {r.size_ratio:.1f}x smaller, top-1 agreement FP32 vs INT8 "
-             f"{100 * r.agreement:.1f}% on {r.agreement_images} images")
+        assert r.fp32_ms is not None and r.quant_ms is not None, "the speed is measured by default"
+        echo(f"   {'model':<16} {'accuracy':>9} {'size':>9} {'ms (b1 t1)':>11}")
+        echo(f"   {'FP32 ONNX':<16} {r.fp32_accuracy:>9.4f} {human_bytes(r.fp32_bytes):>9} {r.fp32_ms:>11.3f}")
+        echo(f"   {'INT8 ONNX':<16} {r.quant_accuracy:>9.4f} {human_bytes(r.quant_bytes):>9} {r.quant_ms:>11.3f}")
+        echo(f"   drop {100 * r.accuracy_drop:+.2f} points, {r.size_ratio:.1f}x smaller, {r.speedup:.2f}x as fast; "
+             f"top-1 agreement FP32 vs INT8 {100 * r.agreement:.1f}% on {r.agreement_images} images")
+        if r.recommendation:
+            echo(f"   note: {r.recommendation}")
         if not r.passed:
             echo("   WARNING: the INT8 model loses more than 1 point; `edgecnn quantize` would refuse it without --force")
 

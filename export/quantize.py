@@ -58,6 +58,11 @@ REDUCE_RANGE = True
 # side-by-side runs; the layer that sees raw pixels also keeps full precision.
 FIRST_CONV_FP32 = True
 PREDICT_BATCH = 32  # images per onnxruntime call when scoring FP32 against the quantized model
+# The speed-up below which quantizing is not worth it for speed: INT8 costs accuracy and calibration, so it
+# should buy at least this much at batch 1 on one thread, where edge devices run. Below it `quantize` says
+# so with the figures and recommends shipping FP32 (the quantized file may still be worth it for its size).
+MIN_SPEEDUP = 1.25
+SPEED_SECONDS = 2.0  # default time budget of the on-the-spot FP32 vs quantized latency measurement
 
 
 class QuantizeError(ValueError):
@@ -83,6 +88,10 @@ class QuantizeResult:
     quant_accuracy: float | None = None
     accuracy_drop: float | None = None  # fp32 - quantized, as a fraction (0.01 = 1 point)
     eval_images: int = 0
+    fp32_ms: float | None = None  # median latency at batch 1, one thread, measured here after quantizing
+    quant_ms: float | None = None
+    speedup: float | None = None  # fp32_ms / quant_ms; None when not measured (speed_seconds=0)
+    recommendation: str | None = None  # set when the speed-up is below MIN_SPEEDUP: what to ship instead
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,6 +194,40 @@ def predict(model: ModelSource, pixels: np.ndarray, spec: PreprocessSpec, kind: 
     return runtime_classifier(model, spec, kind, threads=threads).predict_pixels(pixels, batch_size=PREDICT_BATCH)
 
 
+def measure_latency(models: Sequence[ModelSource], spec: PreprocessSpec, kind: str, pixels: np.ndarray, *,
+                    seconds: float = SPEED_SECONDS, max_runs: int = 500) -> list[float]:
+    """Median batch-1, one-thread latency (ms) of each model, measured side by side on this CPU.
+
+    The models take turns run by run, so that a busy machine slows them alike and the ratio stays honest;
+    the loop ends after ``seconds`` (at least 5 runs each) or ``max_runs`` each.
+    """
+    clfs = [runtime_classifier(m, spec, kind, threads=1) for m in models]
+    # A graph with a fixed batch dimension gets its batch (the latency is then that batch's).
+    feeds = [{c.input_name: c.model_input(next(batches(pixels[:1], c.fixed_batch or 1, pad=c.fixed_batch is not None))[0])}
+             for c in clfs]
+    for clf, feed in zip(clfs, feeds, strict=True):
+        for _ in range(3):  # warm-up: first-run allocations and kernel selection are not the steady state
+            clf.session.run([clf.output_name], feed)
+    times: list[list[float]] = [[] for _ in clfs]
+    deadline = time.perf_counter() + seconds
+    while len(times[0]) < max_runs and (len(times[0]) < 5 or time.perf_counter() < deadline):
+        for clf, feed, row in zip(clfs, feeds, times, strict=True):
+            t0 = time.perf_counter()
+            clf.session.run([clf.output_name], feed)
+            row.append(time.perf_counter() - t0)
+    return [1000 * float(np.median(row)) for row in times]
+
+
+def speed_advice(result: QuantizeResult) -> str | None:
+    """What to ship when the quantized model does not pay for itself in speed on this CPU, else None."""
+    if result.speedup is None or result.speedup >= MIN_SPEEDUP:
+        return None
+    verdict = "slower than" if result.speedup < 1 else f"only {result.speedup:.2f}x as fast as"
+    return (f"{result.precision} is {verdict} FP32 on this CPU ({result.quant_ms:.3f} vs {result.fp32_ms:.3f} ms, "
+            f"batch 1, 1 thread; worth it from {MIN_SPEEDUP:g}x): ship the FP32 model for speed, the "
+            f"{result.precision} one only where its size ({result.size_ratio:.1f}x smaller) matters")
+
+
 def eval_set(folder: str | os.PathLike, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
     """Pixels and label indices of a class-folder tree (``val/`` inside it when present), classes by name."""
     from ..data import EvalSet, class_samples
@@ -285,12 +328,15 @@ def quantize(
     fp16: bool = False,
     seed: int = 0,
     fp32_ops: Sequence[str] = (),
+    speed_seconds: float = SPEED_SECONDS,
 ) -> QuantizeResult:
     """Quantize ``model`` into ``out`` and check it against the FP32 model.
 
     ``calib_dir`` (images, in class folders or not) calibrates static INT8 and measures FP32/quantized
     top-1 agreement; ``eval_dir`` (class folders) adds accuracies. A drop beyond ``max_drop`` raises
     QuantizeError and leaves ``out`` untouched; with ``force`` the file is written and ``passed`` is False.
+    ``speed_seconds`` bounds the FP32 vs quantized latency measurement (batch 1, one thread; 0 skips it);
+    below MIN_SPEEDUP the result's ``recommendation`` says to ship FP32.
     """
     import onnx
 
@@ -303,6 +349,8 @@ def quantize(
         raise QuantizeError("--fp16 and --mode dynamic are alternatives; choose one")
     if calib_size < 1:
         raise QuantizeError(f"calib_size must be >= 1, got {calib_size}")
+    if speed_seconds < 0:
+        raise QuantizeError(f"speed_seconds must be >= 0, got {speed_seconds}")
     if not 0 <= max_drop <= 1:
         raise QuantizeError(f"max_drop is a fraction in [0, 1] (0.01 = 1 point), got {max_drop}")
     if calib_dir is None and mode == "static" and not fp16:
@@ -356,6 +404,12 @@ def quantize(
                             size_ratio=fp32_bytes / len(data), agreement=agreement, agreement_on=on,
                             agreement_images=len(pixels), fp32_accuracy=fp32_acc, quant_accuracy=quant_acc,
                             accuracy_drop=drop, eval_images=len(pixels) if evaluation is not None else 0)
+    if speed_seconds > 0:
+        # Any image will do for a latency: a CNN's cost does not depend on the pixel values.
+        sample = pixels[:1] if len(pixels) else np.full((1, spec.size, spec.size, 3), 128, np.uint8)
+        result.fp32_ms, result.quant_ms = measure_latency([src, data], spec, kind, sample, seconds=speed_seconds)
+        result.speedup = result.fp32_ms / result.quant_ms
+        result.recommendation = speed_advice(result)
     if not failed or force:
         with atomic_path(out) as path:
             path.write_bytes(data)

@@ -25,6 +25,7 @@ from . import pipeline
 from .decode import OodRule, is_uncertain, is_unknown, looks_like_probabilities, margin, softmax
 from .decode import top_k as top_classes  # the methods' `top_k` argument would shadow it
 from .onnx_wire import WireError, external_locations
+from .policy import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_MARGIN
 from .preprocess import ImageInput, batches, preprocess, to_model_input
 from .results import FileResult, FrameResult, Prediction, StageTimes, StreamStats
 from .session import IN_MEMORY, ModelError, create_session
@@ -268,7 +269,7 @@ class Classifier:
                              f"edgecnn calibrate {self.name} --data VAL_DIR -o calibrated.onnx")
         return self.ood_rule
 
-    def decode(self, probs: np.ndarray, *, top_k: int = 5, min_confidence: float = 0.0, min_margin: float = 0.0,
+    def decode(self, probs: np.ndarray, *, top_k: int = 5, min_confidence: float = DEFAULT_MIN_CONFIDENCE, min_margin: float = DEFAULT_MIN_MARGIN,
                logits: np.ndarray | None = None, reject_unknown: bool = False) -> Prediction:
         """One row of probabilities -> Prediction; ``reject_unknown`` (with the row's ``logits``) sets ``unknown``."""
         unknown = None
@@ -291,8 +292,8 @@ class Classifier:
         images: ImageInput | Sequence[ImageInput],
         top_k: int = 5,
         *,
-        min_confidence: float = 0.0,
-        min_margin: float = 0.0,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        min_margin: float = DEFAULT_MIN_MARGIN,
         bgr: bool = False,
         reject_unknown: bool = False,
     ) -> Prediction | list[Prediction]:
@@ -326,8 +327,8 @@ class Classifier:
         batch_size: int = 16,
         workers: int = 2,
         top_k: int = 5,
-        min_confidence: float = 0.0,
-        min_margin: float = 0.0,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        min_margin: float = DEFAULT_MIN_MARGIN,
         timings: StageTimes | None = None,
         reject_unknown: bool = False,
     ) -> Generator[FileResult, None, None]:
@@ -349,8 +350,8 @@ class Classifier:
         every: int = 1,
         max_frames: int | None = None,
         top_k: int = 1,
-        min_confidence: float = 0.0,
-        min_margin: float = 0.0,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        min_margin: float = DEFAULT_MIN_MARGIN,
         bgr: bool = True,
         stats: StreamStats | None = None,
         reject_unknown: bool = False,

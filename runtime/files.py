@@ -12,6 +12,7 @@ from contextlib import closing
 from typing import TYPE_CHECKING
 
 from . import output as fmt
+from .policy import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_MARGIN
 from .results import FileResult, StageTimes
 from .sources import expand_paths
 
@@ -31,8 +32,8 @@ def classify_files(
     batch_size: int = 16,
     workers: int = 2,
     top_k: int = 5,
-    min_confidence: float = 0.0,
-    min_margin: float = 0.0,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_margin: float = DEFAULT_MIN_MARGIN,
     as_json: bool = False,
     width: int = TABLE_WIDTH,
     reject_unknown: bool = False,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .policy import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_MARGIN
 from .preprocess import ImageError, preprocess
 from .results import FileResult, FrameResult, StageTimes, StreamStats
 
@@ -32,8 +33,8 @@ def classify_paths(
     batch_size: int = 16,
     workers: int = 2,
     top_k: int = 5,
-    min_confidence: float = 0.0,
-    min_margin: float = 0.0,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_margin: float = DEFAULT_MIN_MARGIN,
     timings: StageTimes | None = None,
     reject_unknown: bool = False,
 ) -> Generator[FileResult, None, None]:
@@ -122,8 +123,8 @@ def classify_frames(
     every: int = 1,
     max_frames: int | None = None,
     top_k: int = 1,
-    min_confidence: float = 0.0,
-    min_margin: float = 0.0,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_margin: float = DEFAULT_MIN_MARGIN,
     bgr: bool = True,
     stats: StreamStats | None = None,
     reject_unknown: bool = False,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import output as fmt
+from .policy import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_MARGIN
 from .results import StreamStats
 from .sources import CameraError, Window, open_frames
 
@@ -22,8 +23,8 @@ def classify_stream(
     every: int = 1,
     max_frames: int | None = None,
     top_k: int = 5,
-    min_confidence: float = 0.0,
-    min_margin: float = 0.0,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_margin: float = DEFAULT_MIN_MARGIN,
     as_json: bool = False,
     show: bool = False,
     reject_unknown: bool = False,

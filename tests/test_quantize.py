@@ -242,3 +242,60 @@ def test_scoring_is_the_runtime_classifier(tmp_path: Path, fp32: Path, data: Pat
     np.testing.assert_allclose(Q.predict(proto.SerializeToString(), pixels, spec, kind), board, rtol=0, atol=1e-6)
     with pytest.raises(QuantizeError, match="takes NHWC input, but its metadata says float-nchw"):
         Q.predict(fp32, pixels, spec, "float-nchw")
+
+
+def _conv_model(path: Path, channels: int, kernel: int) -> Path:
+    """A uint8 NHWC graph whose cost is set by one convolution: to check that latency is measured, not assumed."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).normal(size=(channels, 3, kernel, kernel)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Transpose", ["pixels"], ["nchw8"], perm=[0, 3, 1, 2]),
+        helper.make_node("Cast", ["nchw8"], ["nchw"], to=TensorProto.FLOAT),
+        helper.make_node("Conv", ["nchw", "w"], ["features"], pads=[kernel // 2] * 4),
+        helper.make_node("ReduceMean", ["features"], ["pooled"], axes=[2, 3], keepdims=0),
+        helper.make_node("Slice", ["pooled", "starts", "ends", "axes"], ["logits"]),
+    ]
+    consts = [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("starts", 0), ("ends", 3), ("axes", 1))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["n", 32, 32, 3])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])], [weight, *consts])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_latency_is_measured_side_by_side(tmp_path: Path, fp32: Path) -> None:
+    """The on-the-spot measurement ranks a model with ~500x the work as the slower one, whatever the order."""
+    _, spec, _ = Q.load_fp32(fp32)
+    cheap, heavy = _conv_model(tmp_path / "cheap.onnx", 3, 1), _conv_model(tmp_path / "heavy.onnx", 256, 7)
+    pixels = np.full((1, 32, 32, 3), 100, np.uint8)
+    fast, slow = Q.measure_latency([cheap, heavy], spec, "uint8-nhwc", pixels, seconds=0.3)
+    slow2, fast2 = Q.measure_latency([heavy, cheap], spec, "uint8-nhwc", pixels, seconds=0.3)
+    assert 0 < fast < slow / 5 and 0 < fast2 < slow2 / 5
+
+
+def test_speed_is_reported_with_size_and_accuracy(tmp_path: Path, fp32: Path, data: Path) -> None:
+    from edgecnn.export import quantize
+
+    r = quantize(fp32, data / "train", tmp_path / "q.int8.onnx", calib_size=16, eval_dir=data / "val", force=True,
+                 speed_seconds=0.2)
+    assert r.fp32_ms and r.quant_ms and r.speedup == pytest.approx(r.fp32_ms / r.quant_ms)
+    assert (r.recommendation is None) == (r.speedup >= Q.MIN_SPEEDUP)
+    skipped = quantize(fp32, data / "train", tmp_path / "s.int8.onnx", calib_size=16, speed_seconds=0)
+    assert skipped.fp32_ms is skipped.quant_ms is skipped.speedup is skipped.recommendation is None
+    cli_run = CliRunner().invoke(cli, ["quantize", str(fp32), "--calib", str(data / "train"), "--calib-size", "16",
+                                       "-o", str(tmp_path / "c.int8.onnx"), "--speed-seconds", "0.2"])
+    assert cli_run.exit_code == 0, cli_run.output
+    assert "speed on this CPU (batch 1, 1 thread): FP32 " in cli_run.output
+
+
+@pytest.mark.parametrize("speedup, advice", [(1.5, None), (1.1, "only 1.10x as fast as FP32"), (0.8, "slower than FP32")])
+def test_speed_advice(speedup: float, advice: str | None) -> None:
+    r = Q.QuantizeResult(path=Path("m.int8.onnx"), written=True, passed=True, precision="int8", method="minmax",
+                         per_channel=True, calib_images=8, fp32_bytes=300, quant_bytes=100, size_ratio=3.0,
+                         agreement=1.0, agreement_on="calibration", agreement_images=8,
+                         fp32_ms=1.0, quant_ms=1.0 / speedup, speedup=speedup)
+    text = Q.speed_advice(r)
+    if advice is None:
+        assert text is None
+    else:
+        assert text is not None and advice in text and "ship the FP32 model" in text and "3.0x smaller" in text

@@ -26,6 +26,7 @@ from edgecnn.runtime import (
     load_rgb,
     preprocess,
 )
+from edgecnn.runtime.policy import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_MARGIN
 from edgecnn.runtime.spec import META_INPUT, META_PRECISION, META_SPEC
 
 LABELS = ("red", "green", "blue")
@@ -146,9 +147,23 @@ def test_uncertainty_flags(model) -> None:
     mild = np.full((16, 16, 3), (160, 130, 110), np.uint8)
     m = clf.classify(mild).margin
     assert 0.1 < m < 0.9
-    assert clf.classify(mild, min_margin=m + 0.01).uncertain and not clf.classify(mild, min_margin=m - 0.01).uncertain
+    assert clf.classify(mild, min_margin=m + 0.01, min_confidence=0).uncertain
+    assert not clf.classify(mild, min_margin=m - 0.01, min_confidence=0).uncertain
     p = clf.classify(mild).prob
-    assert clf.classify(mild, min_confidence=p + 0.01).uncertain and not clf.classify(mild, min_confidence=p - 0.01).uncertain
+    assert clf.classify(mild, min_confidence=p + 0.01, min_margin=0).uncertain
+    assert not clf.classify(mild, min_confidence=p - 0.01, min_margin=0).uncertain
+
+
+def test_library_defaults_are_the_policy(model, tmp_path) -> None:
+    """Without thresholds the library flags what `classify` and the report flag: one definition of uncertain."""
+    clf = Classifier(model, device="cpu")
+    grey = np.full((16, 16, 3), 128, np.uint8)  # a three-way tie: probability about 1/3, margin near 0
+    assert clf.classify(grey).uncertain
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    assert [r.prediction.uncertain for r in clf.classify_paths([tmp_path / "grey.png"])] == [True]
+    sure = np.full((16, 16, 3), (250, 5, 5), np.uint8)
+    pred = clf.classify(sure)
+    assert pred.uncertain == (pred.prob < DEFAULT_MIN_CONFIDENCE or pred.margin < DEFAULT_MIN_MARGIN)
 
 
 @pytest.mark.parametrize("layout,outputs", [("NCHW", "logits"), ("NHWC", "probabilities"), ("NCHW", "both")])
