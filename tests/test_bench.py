@@ -254,19 +254,160 @@ def test_openvino_unreadable_model_says_why(tmp_path: Path) -> None:
     assert "broken.onnx" in ov_row.note and ov_row.p50_ms is None
 
 
-def test_openvino_missing_gives_the_install_line(onnx_model: Path, tmp_path: Path) -> None:
+def test_openvino_missing_gives_the_install_line(onnx_model: Path, shapes_dir: Path, tmp_path: Path) -> None:
     block = tmp_path / "block"
     block.mkdir()
     (block / "openvino.py").write_text("raise ImportError('openvino is blocked in this test')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(block), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, "-m", "edgecnn", "bench", str(onnx_model), "--openvino", "--runs", "3",
-                           "--warmup", "0", "--device", "cpu", "--json"], env=env, capture_output=True, text=True,
-                          timeout=120)
+                           "--warmup", "0", "--device", "cpu", "--json", "--eval", str(shapes_dir)], env=env,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     ort, ov_row = json.loads(done.stdout)["rows"]
     assert ort["note"] == "" and ort["p50_ms"] > 0  # the onnxruntime row still runs
     assert ov_row["note"] == "unavailable: pip install 'edgecnn[openvino]'"
+    # No OpenVINO, no OpenVINO score: blank with the reason, never the onnxruntime row's number copied over.
+    assert ort["accuracy"] is not None and ov_row["accuracy"] is None and ov_row["eval_images"] is None
+    assert ov_row["accuracy_note"] == "not measured: pip install 'edgecnn[openvino]'"
     assert "pip install 'edgecnn[openvino]'" in done.stderr
+
+
+# ------------------------------------------------------------------------------------------ --eval DIR
+@pytest.fixture(scope="module")
+def int8_model(onnx_model: Path, shapes_dir: Path) -> Path:
+    from edgecnn.export import quantize
+
+    out = onnx_model.with_name("tiny.int8.onnx")
+    quantize(onnx_model, shapes_dir / "train", out, calib_size=32)
+    return out
+
+
+@pytest.fixture(scope="module")
+def relabelled_model(onnx_model: Path) -> Path:
+    """The FP32 file with its labels rotated: the same pixels give the same index, named another class."""
+    import onnx
+
+    from edgecnn.runtime.spec import META_SPEC
+
+    model = onnx.load(str(onnx_model))
+    for prop in model.metadata_props:
+        if prop.key == META_SPEC:
+            spec = json.loads(prop.value)
+            spec["labels"] = spec["labels"][1:] + spec["labels"][:1]
+            prop.value = json.dumps(spec)
+    out = onnx_model.with_name("relabelled.onnx")
+    onnx.save(model, str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def agreed_dir(onnx_model: Path, shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """shapes/val re-filed by what the FP32 file answers: on it FP32 scores exactly 1 and the relabelled file 0,
+    so a score shown on the wrong file's row, or labels matched by index instead of name, cannot pass."""
+    import shutil
+
+    from edgecnn.evaluate import evaluate
+
+    report = evaluate(onnx_model, shapes_dir / "val")
+    root = tmp_path_factory.mktemp("agreed")
+    for i, (path, probs) in enumerate(zip(report.paths, report.predictions, strict=True)):
+        folder = root / report.labels[int(probs.argmax())]
+        folder.mkdir(exist_ok=True)
+        shutil.copy(path, folder / f"{i:03d}{Path(path).suffix}")
+    return root
+
+
+def test_eval_scores_each_file_once_as_evaluate_does(onnx_model: Path, int8_model: Path, relabelled_model: Path,
+                                                     checkpoint: Path, agreed_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgecnn.evaluate
+
+    real = edgecnn.evaluate.evaluate
+    calls: list[str] = []
+
+    def counting(model, *args, **kwargs):
+        calls.append(Path(model).name)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(edgecnn.evaluate, "evaluate", counting)
+    models = [onnx_model, int8_model, relabelled_model]
+    report = bench(models, batches=[1, 2], runs=3, warmup=0, isolate=False, peak_gflops=10.0, clock=ticking_clock(),
+                   torch_checkpoint=checkpoint, torch_compile=False, eval_dir=agreed_dir)
+    assert sorted(calls) == sorted(["tiny.onnx", "tiny.int8.onnx", "relabelled.onnx", checkpoint.name])  # once each
+    monkeypatch.setattr(edgecnn.evaluate, "evaluate", real)
+    n = sum(1 for p in agreed_dir.rglob("*") if p.is_file())
+    expected = {str(m): real(m, agreed_dir) for m in [*models, checkpoint]}
+    assert len(report.rows) == 8  # 4 files x 2 batches
+    for row in report.rows:
+        assert row.accuracy == expected[row.model].accuracy and row.eval_images == n == expected[row.model].n
+        assert row.accuracy_note == ""
+    by_file = {Path(r.model).name: r.accuracy for r in report.rows}
+    assert by_file["tiny.onnx"] == 1.0 and by_file["relabelled.onnx"] == 0.0  # the control: the scores differ
+    assert {r.precision for r in report.rows if r.model == str(int8_model)} == {"int8"}
+    text = format_table(report)
+    assert " acc " in text and "100.00%" in text and "0.00%" in text and f"on {n} images of" in text
+    assert "acc" not in format_table(bench([onnx_model], runs=2, warmup=0, isolate=False, peak_gflops=10.0,
+                                           clock=ticking_clock())).split("\n")[0]  # no --eval: no column
+
+
+def test_eval_openvino_row_is_scored_by_openvino(onnx_model: Path, agreed_dir: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("openvino")
+    import edgecnn.bench.runners as runners
+
+    compiled_for: list[int] = []
+    real = runners.openvino_compile
+
+    def spy(model_path: str, threads: int, batch: int):
+        compiled_for.append(batch)
+        return real(model_path, threads, batch)
+
+    monkeypatch.setattr(runners, "openvino_compile", spy)
+    report = bench([onnx_model], runs=3, warmup=0, isolate=False, peak_gflops=10.0, clock=ticking_clock(),
+                   openvino=True, eval_dir=agreed_dir)
+    ort_row, ov_row = report.rows
+    assert ov_row.backend == "openvino" and ov_row.accuracy_note == "" and ov_row.eval_images == ort_row.eval_images
+    assert compiled_for[0] == 64  # the score's own compile (the row's is batch 1): OpenVINO did the scoring
+    # The same FP32 graph in another runtime: at most a near-tie may flip.
+    assert abs(ov_row.accuracy - ort_row.accuracy) <= 1 / ort_row.eval_images
+
+
+def test_eval_unknown_class_and_bad_folder_are_one_line_errors(onnx_model: Path, shapes_dir: Path,
+                                                               tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(shapes_dir / "val", data)
+    (data / "hexagon").mkdir()
+    shutil.copy(next((shapes_dir / "val").rglob("*.png")), data / "hexagon" / "x.png")
+    runner = CliRunner()
+    for folder, words in ((data, ["hexagon", "not among the model's labels"]), (tmp_path / "empty", ["no images"])):
+        folder.mkdir(exist_ok=True)
+        result = runner.invoke(cli, ["bench", str(onnx_model), "--runs", "2", "--warmup", "0", "--in-process",
+                                     "--eval", str(folder), "-q"])
+        assert result.exit_code == 1 and all(w in result.output for w in words), result.output
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    result = runner.invoke(cli, ["bench", str(onnx_model), "--eval", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "missing" in result.output
+    with pytest.raises(BenchError, match="not a folder"):
+        bench([onnx_model], eval_dir=tmp_path / "missing")
+
+
+def test_eval_cli_json_matches_edgecnn_eval(onnx_model: Path, int8_model: Path, shapes_dir: Path,
+                                            tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["bench", str(onnx_model), str(int8_model), "--runs", "3", "--warmup", "0",
+                                 "--in-process", "--device", "cpu", "--eval", str(shapes_dir), "--json",
+                                 "-o", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["rows"]
+    for row in rows:
+        assert {"accuracy", "eval_images", "accuracy_note"} <= set(row)
+        done = runner.invoke(cli, ["eval", row["model"], str(shapes_dir), "--device", "cpu", "--json"])
+        want = json.loads(done.output)
+        assert (row["accuracy"], row["eval_images"]) == (want["accuracy"], want["n"])  # shapes/val, as eval uses
+    assert json.loads(result.output)["settings"]["eval_dir"] == str(shapes_dir)
+    assert json.loads((tmp_path / "o" / "bench.json").read_text())["rows"][0]["accuracy"] == rows[0]["accuracy"]
 
 
 # -------------------------------------------------------------------------------------------- the CLI

@@ -583,3 +583,60 @@ def test_export_verifies_through_the_runtime_classifier(checkpoint, tmp_path, mo
     with pytest.raises(export.ExportError, match="verification failed, nothing written"):
         export.export_onnx(checkpoint, out)
     assert seen == ["<in-memory>"] and not out.exists()
+
+
+def _two_step_resize_crop(image: Image.Image, size: int, resize: int, interpolation: str) -> np.ndarray:
+    """The textbook centre crop: resize the shorter side to ``resize``, then cut the middle square."""
+    w, h = image.size
+    new_w, new_h = (resize, max(resize, int(resize * h / w))) if w <= h else (max(resize, int(resize * w / h)), resize)
+    filters = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+               "nearest": Image.Resampling.NEAREST}
+    resized = image.resize((new_w, new_h), filters[interpolation]) if (new_w, new_h) != (w, h) else image
+    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+    return np.asarray(resized.crop((left, top, left + size, top + size))).astype(int)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+def test_one_step_resize_matches_resize_then_crop(interpolation: str) -> None:
+    """resize_and_crop resizes only the kept square (bilinear shrinking); its pixels are the two-step pipeline's,
+    to within 1 of 255, and the cases it leaves to the two steps are exactly theirs."""
+    from edgecnn.runtime.preprocess import resize_and_crop
+    from edgecnn.runtime.spec import PreprocessSpec
+
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        w, h = (int(v) for v in rng.integers(24, 500, 2))
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        for size, crop_pct in ((64, 1.0), (224, 0.875), (32, 0.9)):
+            spec = PreprocessSpec(size=size, crop_pct=crop_pct, interpolation=interpolation)
+            got = np.asarray(resize_and_crop(image, spec)).astype(int)
+            want = _two_step_resize_crop(image, size, spec.resize, interpolation)
+            assert got.shape == want.shape == (size, size, 3)
+            one_step = interpolation == "bilinear" and spec.resize < min(w, h)
+            assert np.abs(got - want).max() <= (1 if one_step else 0), (w, h, size, crop_pct)
+
+
+def test_exif_without_a_turn_leaves_the_image_alone(tmp_path) -> None:
+    """Orientation 1 (and EXIF without an orientation) decode as the plain file does."""
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    plain, tagged = tmp_path / "plain.png", tmp_path / "tagged.png"
+    image.save(plain)
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    exif[0x010F] = "camera"
+    image.save(tagged, exif=exif)
+    assert np.array_equal(_rgb_of(plain), _rgb_of(tagged))
+    turned = tmp_path / "turned.png"
+    exif[0x0112] = 3  # upside down
+    image.save(turned, exif=exif)
+    assert np.array_equal(_rgb_of(turned), _rgb_of(plain)[::-1, ::-1])
+
+
+def test_sessions_do_not_spin_unless_asked() -> None:
+    """Idle onnxruntime threads would busy-wait on the cores the decoding threads need; only bench asks for it."""
+    from edgecnn.runtime.session import session_options
+
+    key = "session.intra_op.allow_spinning"
+    assert session_options().get_session_config_entry(key) == "0"
+    assert session_options(2).get_session_config_entry(key) == "0"
+    assert session_options(2, spin=True).get_session_config_entry(key) == "1"

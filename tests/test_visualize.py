@@ -69,10 +69,10 @@ def test_feature_maps_every_depth(view, shapes_dir: Path, tmp_path: Path) -> Non
 
     pixels = preprocess(_image(shapes_dir), view.spec)
     acts, probs = view.run(pixels)
-    assert [name for name, _, _ in acts] == ["stage1", "stage2", "stage3"]
-    assert [m.shape for _, _, m in acts] == [(16, 16, 16), (32, 8, 8), (64, 4, 4)]  # 32x32 input, stride 2 each
+    assert [a.name for a in acts] == ["stage1", "stage2", "stage3"]
+    assert [a.maps.shape for a in acts] == [(16, 16, 16), (32, 8, 8), (64, 4, 4)]  # 32x32 input, stride 2 each
     assert probs.shape == (3,) and abs(float(probs.sum()) - 1) < 1e-5
-    for name, caption, maps in acts:
+    for name, caption, maps, _ in acts:
         picture = render_features(name, caption, maps, pixels=pixels)
         assert len(picture.tiles) == maps.shape[0]
         assert all(t.box[2] - t.box[0] >= 48 for t in picture.tiles), "feature tiles too small to read"
@@ -116,7 +116,7 @@ def test_softmax_bars_sum_to_one_and_verdicts_differ() -> None:
 
 def test_visualize_writes_pictures_and_an_offline_index(checkpoint: Path, shapes_dir: Path, tmp_path: Path, view) -> None:
     out = tmp_path / "viz"
-    written = visualize(checkpoint, out, image=_image(shapes_dir))
+    written = visualize(checkpoint, out, image=_image(shapes_dir)).files
     names = [p.name for p in written]
     assert names == ["kernels.png", "features_stage1.png", "features_stage2.png", "features_stage3.png",
                      "softmax.png", "index.html"]
@@ -130,15 +130,31 @@ def test_visualize_writes_pictures_and_an_offline_index(checkpoint: Path, shapes
     assert sorted(refs) == sorted(names[:-1]), "index.html shows every picture and nothing else"
     assert all(not r.startswith(("/", "http")) and (out / r).is_file() for r in refs)
     # Without an image: kernels only.
-    assert [p.name for p in visualize(checkpoint, tmp_path / "k")] == ["kernels.png", "index.html"]
+    assert [p.name for p in visualize(checkpoint, tmp_path / "k").files] == ["kernels.png", "index.html"]
 
 
-def test_onnx_model_shows_the_same_network(checkpoint: Path, shapes_dir: Path, tmp_path: Path, view) -> None:
+@pytest.fixture(scope="module")
+def tiny_onnx(checkpoint: Path, shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """model.onnx, model.int8.onnx and model.fp16.onnx of the tiny trained model, side by side as quantize writes them."""
     from edgecnn.export.onnx_export import export_onnx
+    from edgecnn.export.quantize import quantize
+
+    folder = tmp_path_factory.mktemp("tiny-onnx")
+    export_onnx(checkpoint, folder / "model.onnx")
+    quantize(folder / "model.onnx", shapes_dir / "train", folder / "model.int8.onnx", force=True)
+    quantize(folder / "model.onnx", shapes_dir / "train", folder / "model.fp16.onnx", fp16=True, force=True)
+    return folder
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_onnx_model_shows_the_same_network(tiny_onnx: Path, shapes_dir: Path, tmp_path: Path, view) -> None:
     from edgecnn.runtime import preprocess
 
-    model = tmp_path / "tiny.onnx"
-    export_onnx(checkpoint, model)
+    model = tiny_onnx / "model.onnx"
     onnx_view = load_view(model)
     # Export folds BatchNorm (the .pt view folds it too) and 1/(255*std) into the first conv (undone for display).
     assert "undone" in onnx_view.kernel_note
@@ -148,41 +164,193 @@ def test_onnx_model_shows_the_same_network(checkpoint: Path, shapes_dir: Path, t
     pixels = preprocess(_image(shapes_dir), view.spec)
     (pt_acts, pt_probs), (ox_acts, ox_probs) = view.run(pixels), onnx_view.run(pixels)
     np.testing.assert_allclose(ox_probs, pt_probs, atol=1e-5)
-    for (_, _, a), (_, _, b) in zip(pt_acts, ox_acts, strict=True):  # Relu outputs = the stages' outputs
-        np.testing.assert_allclose(b, a, atol=1e-4)
-    written = visualize(model, tmp_path / "viz", image=_image(shapes_dir))
-    assert [p.name for p in written] == ["kernels.png", "features_relu1.png", "features_relu2.png",
-                                         "features_relu3.png", "softmax.png", "index.html"]
+    for a, b in zip(pt_acts, ox_acts, strict=True):  # the stages' outputs, same names, same values
+        assert a.name == b.name
+        np.testing.assert_allclose(b.maps, a.maps, atol=1e-4)
+    written = visualize(model, tmp_path / "viz", image=_image(shapes_dir)).files
+    assert [p.name for p in written] == ["kernels.png", "features_stage1.png", "features_stage2.png",
+                                         "features_stage3.png", "softmax.png", "index.html"]
     assert all((tmp_path / "viz" / r).is_file() for r in _html_refs(written[-1]))
 
     # A static INT8 (QDQ) model: its weights are shown as the graph dequantizes them.
-    from edgecnn.export.quantize import quantize
-
-    int8 = tmp_path / "tiny.int8.onnx"
-    quantize(model, shapes_dir / "train", int8, force=True)
-    q_view = load_view(int8)
+    q_view = load_view(tiny_onnx / "model.int8.onnx")
+    assert q_view.precision == "int8"
     scale = np.abs(view.first_kernels).max()
     assert 0 < np.abs(q_view.first_kernels - view.first_kernels).max() < 0.05 * scale
-    # The first convolution stays float (quantize leaves it out: it is faster so); deeper activations are
-    # the int8 ones after the ReLU that quantization absorbed, close to the float ReLU's.
+    # Every stage is shown as the int8 values the next layer reads (after the Q/DQ pair that absorbed the ReLU).
     q_acts, _ = q_view.run(pixels)
-    assert "int8" not in q_acts[0][1]
-    deeper = [(i, a) for i, a in enumerate(q_acts) if "int8" in a[1]]
-    assert deeper, [a[1] for a in q_acts]
-    for i, (_, _, act) in deeper:
-        assert act.min() >= 0
-        assert np.corrcoef(act.ravel(), pt_acts[i][2].ravel())[0, 1] > 0.95
-    written = visualize(int8, tmp_path / "viz8", image=_image(shapes_dir))
-    assert len(written) == 6 and all(p.is_file() for p in written)
+    assert all("quantized" in a.caption and a.tensor.endswith("DequantizeLinear_Output") for a in q_acts), q_acts
+    assert all(a.maps.min() >= 0 for a in q_acts)
 
     # An FP16 model: float16 weights and activations (the extra outputs must be declared float16).
-    fp16 = tmp_path / "tiny.fp16.onnx"
-    quantize(model, shapes_dir / "train", fp16, fp16=True, force=True)
-    h_view = load_view(fp16)
+    h_view = load_view(tiny_onnx / "model.fp16.onnx")
     np.testing.assert_allclose(h_view.first_kernels, view.first_kernels, atol=2e-3 * scale)
     h_acts, h_probs = h_view.run(pixels)
     np.testing.assert_allclose(h_probs, pt_probs, atol=2e-3)
-    np.testing.assert_allclose(h_acts[-1][2], pt_acts[-1][2], atol=2e-2 * float(np.abs(pt_acts[-1][2]).max()))
+    np.testing.assert_allclose(h_acts[-1].maps, pt_acts[-1].maps, atol=2e-2 * float(np.abs(pt_acts[-1].maps).max()))
+
+
+def test_layers_are_named_and_taken_alike_in_every_format(tiny_onnx: Path, shapes_dir: Path, view) -> None:
+    from edgecnn.runtime import preprocess
+
+    pixels = preprocess(_image(shapes_dir), view.spec)
+    runs = {"pt": view.run(pixels)[0]}
+    for kind in ("onnx", "int8.onnx", "fp16.onnx"):
+        runs[kind] = load_view(tiny_onnx / f"model.{kind}").run(pixels)[0]
+    for kind, acts in runs.items():
+        assert [a.name for a in acts] == ["stage1", "stage2", "stage3"], kind
+        assert [a.maps.shape for a in acts] == [a.maps.shape for a in runs["pt"]], kind
+        # Captions say what the layer is; raw ONNX tensor names stay in .tensor (index.html's table, --json).
+        assert all("features[" in a.caption and "Linear" not in a.caption and "relu" not in a.caption for a in acts)
+    assert runs["pt"][-1].tensor == "features.2" and runs["onnx"][-1].tensor != runs["int8.onnx"][-1].tensor
+    # The same tensors: each INT8 map is the FP32 map of its layer, quantized (and not another layer's).
+    for fp32, int8 in zip(runs["onnx"], runs["int8.onnx"], strict=True):
+        assert _cosine(fp32.maps, int8.maps) > 0.99, fp32.name
+        np.testing.assert_allclose(int8.maps, fp32.maps, atol=0.1 * float(fp32.maps.max()))
+
+
+def _random_bn_resnet(path: Path, size: int = 32) -> None:
+    """An untrained resnet8 with BatchNorm statistics drawn at random, so that its maps are not all alike."""
+    import torch
+
+    from edgecnn.checkpoint import FORMAT, save_checkpoint
+    from edgecnn.models import create_model
+    from edgecnn.runtime.spec import PreprocessSpec
+
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=3)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+    spec = PreprocessSpec(size=size, labels=("circle", "square", "triangle"))
+    save_checkpoint(path, {"format": FORMAT, "arch": "resnet8", "model_args": {}, "spec": spec.to_dict(),
+                           "state_dict": model.state_dict()})
+
+
+@pytest.fixture(scope="module")
+def resnet_onnx(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A residual network (where a QDQ graph's Add output and its branch's Conv output look alike) in .pt, FP32, INT8."""
+    from edgecnn.export.onnx_export import export_onnx
+    from edgecnn.export.quantize import quantize
+
+    folder = tmp_path_factory.mktemp("resnet-onnx")
+    _random_bn_resnet(folder / "best.pt")
+    export_onnx(folder / "best.pt", folder / "model.onnx")
+    quantize(folder / "model.onnx", shapes_dir / "train", folder / "model.int8.onnx", force=True)
+    return folder
+
+
+def _extra_output(model_path: Path, tensor: str, pixels: np.ndarray) -> np.ndarray:
+    """One tensor of an ONNX graph on these pixels (the graph takes uint8 NHWC)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(model_path))
+    model.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run([tensor], {session.get_inputs()[0].name: pixels[None]})[0][0]
+
+
+def test_int8_stage_is_the_fp32_stage_in_a_residual_network(resnet_onnx: Path, shapes_dir: Path) -> None:
+    import onnx
+
+    from edgecnn.runtime import preprocess
+
+    pt, fp32, int8 = (load_view(resnet_onnx / f) for f in ("best.pt", "model.onnx", "model.int8.onnx"))
+    pixels = preprocess(_image(shapes_dir), fp32.spec)
+    acts = {v.precision + v.source: v.run(pixels)[0] for v in (pt, fp32, int8)}
+    names = [[a.name for a in run] for run in acts.values()]
+    assert names[0] == names[1] == names[2] == ["stage1", "stage2", "stage3", "stage4"], names
+    for a, b in zip(acts["fp32pt"], acts["fp32onnx"], strict=True):
+        np.testing.assert_allclose(b.maps, a.maps, atol=1e-4)
+    deepest_fp32, deepest_int8 = acts["fp32onnx"][-1], acts["int8onnx"][-1]
+    for a, b in zip(acts["fp32onnx"], acts["int8onnx"], strict=True):
+        assert _cosine(a.maps, b.maps) > 0.99, a.name
+    # Control: the tensor the old rule showed for INT8 (the last Conv's dequantized output, the residual branch
+    # before the Add) has the same shape but is another tensor; the cosine tells them apart.
+    graph = onnx.load(str(resnet_onnx / "model.int8.onnx")).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    add = producer[producer[producer[deepest_int8.tensor].input[0]].input[0]]  # DQ <- Q <- Add
+    assert (producer[deepest_int8.tensor].op_type, add.op_type) == ("DequantizeLinear", "Add")
+    for branch in add.input:  # the last Conv's dequantized output (the old rule's pick) and the shortcut's
+        wrong = _extra_output(resnet_onnx / "model.int8.onnx", branch, pixels)
+        assert wrong.shape == deepest_int8.maps.shape
+        assert _cosine(deepest_fp32.maps, wrong) < 0.9, branch
+
+
+def test_stage_points_without_weight_names_still_agree(resnet_onnx: Path) -> None:
+    """A graph whose weights lost torch's names: each convolution counts as a stage, alike in FP32 and INT8."""
+    import onnx
+
+    from edgecnn.visualize.onnx_graph import stage_points
+
+    def renamed(path: Path) -> onnx.GraphProto:
+        graph = onnx.load(str(path)).graph
+        rename = {t.name: f"w{i}" for i, t in enumerate(graph.initializer) if t.name.startswith("features.")}
+        for t in graph.initializer:
+            t.name = rename.get(t.name, t.name)
+        for n in graph.node:
+            n.input[:] = [rename.get(i, i) for i in n.input]
+        return graph
+
+    named = stage_points(onnx.load(str(resnet_onnx / "model.onnx")).graph)
+    fp32, int8 = (stage_points(renamed(resnet_onnx / f)) for f in ("model.onnx", "model.int8.onnx"))
+    assert all(p.named for p in named) and not any(p.named for p in fp32 + int8)
+    assert [p.index for p in fp32] == [p.index for p in int8] and len(fp32) >= len(named)
+    assert all(p.quantized for p in int8) and not any(p.quantized for p in fp32)
+    # The stage outputs are among them: the last one is the network's last map in both.
+    assert fp32[-1].tensor == named[-1].tensor
+
+
+def test_fp32_vs_int8_picture(tiny_onnx: Path, checkpoint: Path, shapes_dir: Path, tmp_path: Path) -> None:
+    int8 = tiny_onnx / "model.int8.onnx"
+    out = tmp_path / "viz"
+    result = visualize(int8, out, image=_image(shapes_dir))  # model.onnx lies beside it: compared on its own
+    assert result.reference == tiny_onnx / "model.onnx"
+    names = [p.name for p in result.files]
+    assert names == ["kernels.png", "features_stage1.png", "features_stage2.png", "features_stage3.png",
+                     "softmax.png", "fp32_vs_int8.png", "index.html"]
+    with Image.open(out / "fp32_vs_int8.png") as im:
+        im.verify()
+    with Image.open(out / "fp32_vs_int8.png") as im:
+        assert im.format == "PNG" and im.width >= 400 and im.height >= 600
+        assert len(np.unique(np.asarray(im.convert("L")))) > 16
+    assert "fp32_vs_int8.png" in _html_refs(result.files[-1])
+    page = result.files[-1].read_text()
+    assert all(f"<code>{entry['tensor']}</code>" in page for entry in result.layers)  # raw names: in the table
+    assert [d.name for d in result.comparison] == [entry["name"] for entry in result.layers]
+    assert all(d.cosine > 0.99 and d.relative_error < 0.2 for d in result.comparison), result.comparison
+    assert all(d.tensor == entry["tensor"] for d, entry in zip(result.comparison, result.layers, strict=True))
+
+    # The picture's tiles: per layer, 8 channels (or fewer) in three rows: fp32, int8, |diff|.
+    from edgecnn.runtime import preprocess
+    from edgecnn.visualize import compare_layers, render_comparison
+
+    pixels = preprocess(_image(shapes_dir), load_view(int8).spec)
+    (ref, ref_p), (acts, p) = load_view(tiny_onnx / "model.onnx").run(pixels), load_view(int8).run(pixels)
+    picture = render_comparison(ref, acts, compare_layers(ref, acts), ref_p, p, ("a", "b", "c"),
+                                reference_label="fp32", label="int8", pixels=pixels)
+    assert len(picture.tiles) == 3 * 8 * 3
+    assert [t.label.split()[0] for t in picture.tiles[:24]] == ["fp32"] * 8 + ["int8"] * 8 + ["|diff|"] * 8
+
+    # Not beside it, or turned off: no comparison; a .pt checkpoint serves as the reference too.
+    assert "fp32_vs_int8.png" not in [p.name for p in visualize(int8, tmp_path / "off", image=_image(shapes_dir),
+                                                                 auto_compare=False).files]
+    with_pt = visualize(int8, tmp_path / "pt", image=_image(shapes_dir), compare=checkpoint)
+    assert with_pt.reference == checkpoint and all(d.cosine > 0.99 for d in with_pt.comparison)
+    assert with_pt.comparison[-1].reference_tensor == "features.2"
+
+
+def test_comparison_refuses_another_model(tiny_onnx: Path, resnet_onnx: Path, shapes_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(VisualizeError, match="needs an image"):
+        visualize(tiny_onnx / "model.int8.onnx", tmp_path / "a", compare=tiny_onnx / "model.onnx")
+    with pytest.raises(VisualizeError, match="not the same network"):
+        visualize(tiny_onnx / "model.int8.onnx", tmp_path / "b", image=_image(shapes_dir),
+                  compare=resnet_onnx / "model.onnx")
 
 
 def _copy_run(trained_run: Path, dest: Path) -> Path:
@@ -263,3 +431,21 @@ def test_cli(checkpoint: Path, shapes_dir: Path, trained_run: Path, tmp_path: Pa
         error = [line for line in result.output.splitlines() if line.startswith("Error")]
         assert len(error) == 1 and message in error[0], result.output
         assert "Traceback" not in result.output
+
+
+def test_cli_compares_a_quantized_model_with_its_fp32_file(tiny_onnx: Path, shapes_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    int8, image = str(tiny_onnx / "model.int8.onnx"), str(_image(shapes_dir))
+    result = runner.invoke(cli, ["visualize", int8, "--image", image, "-o", str(tmp_path / "a"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [Path(f).name for f in data["files"]][-2:] == ["fp32_vs_int8.png", "index.html"]
+    assert data["reference"] == str(tiny_onnx / "model.onnx")
+    assert [layer["name"] for layer in data["layers"]] == [d["name"] for d in data["comparison"]] == ["stage1", "stage2", "stage3"]
+    assert all(layer["tensor"].endswith("DequantizeLinear_Output") for layer in data["layers"])
+    result = runner.invoke(cli, ["visualize", int8, "--image", image, "-o", str(tmp_path / "b"), "--no-compare"])
+    assert result.exit_code == 0 and "fp32_vs_int8.png" not in result.stdout, result.output
+    result = runner.invoke(cli, ["visualize", int8, "-o", str(tmp_path / "c"), "--compare", str(tiny_onnx / "model.onnx")])
+    assert result.exit_code == 2
+    error = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error) == 1 and "--compare needs --image" in error[0], result.output

@@ -6,14 +6,16 @@
 One module per job: rows (a configuration, its measurements, the report), stats (percentiles, summaries,
 GFLOP/s), runners (one class per backend, timing one configuration), protocol (worker processes and their
 JSON lines), run (bench() itself: checks, set-up, interleaved rounds), profiling (MACs from the ONNX graph,
-operator profiles, cold starts, the machine) and output (table, chart, files). worker is the entry point of
+operator profiles, cold starts, the machine), accuracy (each file's score on --eval DIR) and output (table,
+chart, files). worker is the entry point of
 every subprocess: ``python -m edgecnn.bench.worker JOB ...``.
 
 Importing this package imports neither torch nor onnxruntime nor numpy: the workers import what their row
 needs, and the runtime's own import time is measured there, in a fresh interpreter.
 """
 
-from .output import COLUMNS, chart, format_table, table_rows, write_outputs
+from .accuracy import Accuracy, accuracies
+from .output import COLUMNS, chart, columns, format_table, table_rows, write_outputs
 from .profiling import cold_starts, machine_info, onnx_macs, profile_operators
 from .protocol import peak_rss_mb
 from .rows import (
@@ -34,6 +36,7 @@ from .stats import efficiency, percentile, summarize
 __all__ = [
     "COLUMNS",
     "COMPILE_TIMEOUT_S",
+    "Accuracy",
     "DEFAULT_SECONDS",
     "KIND_CLASSIFY",
     "KIND_MODEL",
@@ -45,9 +48,11 @@ __all__ = [
     "Clock",
     "RowConfig",
     "WorkerError",
+    "accuracies",
     "bench",
     "chart",
     "cold_starts",
+    "columns",
     "efficiency",
     "format_table",
     "machine_info",

@@ -86,6 +86,9 @@ class BenchRow:
     throughput_ips: float | None = None  # images per second
     cpu_percent: float | None = None  # process CPU time / wall time over the measured runs (100 = one core busy)
     size_bytes: int | None = None  # the model file's size (the checkpoint's for torch rows)
+    accuracy: float | None = None  # top-1 on --eval DIR of this file through this backend (once per file)
+    eval_images: int | None = None  # images that accuracy was computed on
+    accuracy_note: str = ""  # why accuracy is None although --eval was given
     peak_rss_mb: float | None = None  # peak resident memory of the process that ran this row
     rss_scope: str = "row"  # row: its own worker process; process-so-far: shared in-process measurement
     macs: int | None = None  # multiply-accumulates per image

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .accuracy import accuracies, check_eval_dir
 from .profiling import machine_info, onnx_macs
 from .protocol import Handle, Local, Remote
 from .rows import (
@@ -51,6 +52,7 @@ def bench(
     images_limit: int | None = None,
     images_batch: int = 16,
     openvino: bool = False,
+    eval_dir: str | os.PathLike | None = None,
     device: str = "cpu",
     isolate: bool = True,
     peak_gflops: float | None = None,
@@ -63,6 +65,9 @@ def bench(
     ``torch_compile`` is False (a compile that fails or outlasts ``compile_timeout`` is reported, not raised).
     ``openvino`` adds an OpenVINO row (CPU plugin, the file's own precision) next to every onnxruntime model
     row, in the same rounds; without the openvino package those rows say how to install it.
+    ``eval_dir`` (class folders, or a dataset root with val/) adds each file's accuracy to its rows, computed
+    once per file and backend as `edgecnn eval` computes it (see accuracy.py); a class there that a model does
+    not know raises BenchError. It is scored before the timing starts, so that a bad folder costs no minutes.
     ``runs`` fixes the measured runs per row; ``seconds`` sets a time budget per row instead (default 2 s).
     ``isolate`` runs each row in its own process (honest per-row memory); ``False`` runs them here, with
     ``clock`` for the timings, which makes the arithmetic testable. ``peak_gflops`` None measures (cached).
@@ -90,6 +95,8 @@ def bench(
     if images_dir is not None and not model_paths:
         raise BenchError("--images needs an .onnx model to classify with")
     paths = _image_paths(images_dir, images_limit) if images_dir is not None else ()
+    if eval_dir is not None:
+        check_eval_dir(eval_dir)
     budget = seconds if seconds is not None or runs is not None else DEFAULT_SECONDS
     say = progress or (lambda _msg: None)
 
@@ -100,6 +107,13 @@ def bench(
                      batch=c.batch, threads=c.threads, kind=c.kind, variant=c.variant,
                      device="cpu" if c.backend == "openvino" else device, size_bytes=sizes[c.model],
                      images=len(paths) if c.kind != KIND_MODEL and paths else None) for c in configs]
+    if eval_dir is not None:
+        # Here, in this process: the workers (isolate=True) start afterwards, with their own imports and memory;
+        # in-process rows share it with the scoring as they share it with each other (rss_scope says so).
+        scores = accuracies([(c.model, c.backend) for c in configs], eval_dir, device=device, progress=say)
+        for row in rows:
+            score = scores[(row.model, row.backend)]
+            row.accuracy, row.eval_images, row.accuracy_note = score.accuracy, score.images, score.note
     handle_type: type[Local] | type[Remote] = Remote if isolate else Local
     handles: list[Handle | None] = [None] * len(configs)
     times: list[list[float]] = [[] for _ in configs]
@@ -201,7 +215,8 @@ def bench(
             row.gflops, row.peak_fraction = efficiency(row.macs, row.batch, row.p50_ms, peak_gflops=cpu_peak,
                                                        threads=row.threads)
     settings = {"batches": list(batches), "threads": list(threads), "warmup": warmup, "runs": runs, "seconds": budget,
-                "isolate": isolate, "device": device, "rounds": ROUNDS, "openvino": openvino}
+                "isolate": isolate, "device": device, "rounds": ROUNDS, "openvino": openvino,
+                "eval_dir": None if eval_dir is None else os.fspath(eval_dir)}
     return BenchReport(rows=rows, machine=machine_info(), settings=settings, peak_gflops=peak_gflops)
 
 

@@ -33,6 +33,9 @@ from .common import echo_json, int_list
 @click.option("--openvino", is_flag=True,
               help="Add OpenVINO rows (CPU, the file's own precision: a QDQ file runs as INT8) for every model, "
                    "in the same rounds. Needs pip install 'edgecnn[openvino]'.")
+@click.option("--eval", "eval_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Add each model's accuracy on this labelled folder (a sub-folder per class, or a dataset root "
+                   "with val/) to its rows, scored once per file as `edgecnn eval` scores it.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="onnxruntime execution provider (and PyTorch's device); auto takes CUDA when available.")
 @click.option("--in-process", is_flag=True,
@@ -44,12 +47,14 @@ from .common import echo_json, int_list
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 def bench(models: tuple[str, ...], batches: list[int], threads: list[int], warmup: int, runs: int | None,
           seconds: float | None, torch_checkpoint: str | None, torch_compile: bool, compile_timeout: float,
-          images_dir: str | None, images_limit: int | None, images_batch: int, openvino: bool, device: str,
-          in_process: bool,
+          images_dir: str | None, images_limit: int | None, images_batch: int, openvino: bool,
+          eval_dir: str | None, device: str, in_process: bool,
           as_json: bool, out_dir: Path | None, quiet: bool) -> None:
     """Measure MODELS (.onnx): file size, session creation, first run, latency percentiles (p99.9 from 1000
     runs), images/s, CPU% (process CPU time over wall time; 100 = one busy core), peak memory, GFLOP/s and the
-    share of this machine's measured FP32 peak.
+    share of this machine's measured FP32 peak. With --eval DIR, each file's accuracy too (column acc), so
+    that FP32 and INT8 show latency, size and accuracy side by side; OpenVINO rows are scored through
+    OpenVINO, --torch rows through PyTorch.
 
     Every row runs in its own process, and the rows take turns in rounds so that a busy machine slows them
     alike. Times are in ms (end-to-end rows: per image, amortized over a pass over the folder).
@@ -58,6 +63,7 @@ def bench(models: tuple[str, ...], batches: list[int], threads: list[int], warmu
     Examples:
       edgecnn bench edgecnn-demo/model.onnx edgecnn-demo/model.int8.onnx
       edgecnn bench model.onnx --batch 1,8 --threads 1,2 --seconds 5
+      edgecnn bench model.onnx model.int8.onnx --eval data/val
       edgecnn bench model.onnx model.int8.onnx --openvino --runs 2000
       edgecnn bench model.onnx model.int8.onnx --torch runs/shapes/best.pt --no-compile
       edgecnn bench model.int8.onnx --images photos/ --threads 2 -o bench/
@@ -77,7 +83,7 @@ def bench(models: tuple[str, ...], batches: list[int], threads: list[int], warmu
     report = run_bench(list(models), batches=batches, threads=threads, warmup=warmup, runs=runs, seconds=seconds,
                        torch_checkpoint=torch_checkpoint, torch_compile=torch_compile, compile_timeout=compile_timeout,
                        images_dir=images_dir, images_limit=images_limit, images_batch=images_batch, openvino=openvino,
-                       device=device,
+                       eval_dir=eval_dir, device=device,
                        isolate=not in_process, progress=say)
     if out_dir is not None:
         written = write_outputs(report, out_dir)

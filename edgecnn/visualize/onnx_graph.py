@@ -1,7 +1,9 @@
-"""Reading an exported ONNX graph for visualization: constant weights (dequantized), activations, folded scaling."""
+"""Reading an exported ONNX graph for visualization: constant weights (dequantized), stage outputs, folded scaling."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,21 +33,98 @@ def constant_weight(name: str, inits: dict[str, TensorProto], producers: dict[st
     return None
 
 
-def activation(conv: NodeProto, graph: GraphProto) -> str:
-    """A convolution's activation: the ReLU after it when the graph kept one, else its (dequantized) output."""
-    out = dequantized(conv.output[0], graph)
-    relu = next((n for n in graph.node if n.op_type == "Relu" and out in n.input), None)
-    return relu.output[0] if relu is not None else out
+# Ops that pass a value on without changing which layer it belongs to: quantization round trips (a QDQ
+# graph's Q/DQ pairs), activations the quantizer folds into the Conv's QuantizeLinear, and FP16 casts.
+PASS_THROUGH = frozenset({"QuantizeLinear", "DequantizeLinear", "Relu", "Clip", "Cast"})
+_STAGE_WEIGHT = re.compile(r"^features\.(\d+)\.")  # torch's parameter names survive export and quantization
 
 
-def dequantized(name: str, graph: GraphProto) -> str:
-    """In a QDQ graph the ReLU is folded into the Conv's QuantizeLinear; the activation is what comes out of it."""
-    users = [n for n in graph.node if name in n.input]
-    if len(users) == 1 and users[0].op_type == "QuantizeLinear":
-        after = [n for n in graph.node if users[0].output[0] in n.input]
-        if len(after) == 1 and after[0].op_type == "DequantizeLinear":
-            return after[0].output[0]
+@dataclass(frozen=True)
+class StagePoint:
+    """Where one stage's output lies in an ONNX graph."""
+
+    index: int  # features[index] of the PyTorch model (or the convolution's ordinal, without such names)
+    named: bool  # True: index comes from the weights' features.<i>. names, as the .pt view's stages
+    tensor: str  # the tensor shown: after the activation, and after the Q/DQ pair in a quantized graph
+    quantized: bool  # the tensor is a DequantizeLinear output: int8 values, as the next layer reads them
+
+
+def _weight_name(name: str, inits: set[str], producers: dict[str, NodeProto]) -> str:
+    """The initializer behind a weight input (through a DequantizeLinear or Cast), else the input's own name."""
+    for _ in range(4):
+        if name in inits or name not in producers or not producers[name].input:
+            break
+        name = producers[name].input[0]
     return name
+
+
+def stage_points(graph: GraphProto) -> list[StagePoint]:
+    """Each stage's output tensor, first stage first; the same points in an FP32 graph and its INT8/FP16 forms.
+
+    The matching rule: look through PASS_THROUGH ops (so a Q/DQ pair, a Relu folded into quantization
+    and a Cast all leave a value the same), and walk the remaining nodes in graph order keeping the set
+    of values still waiting for a consumer; where that set shrinks to one value, the whole network
+    passes through it (a cut). A stage is the set of convolutions whose weights are named
+    ``features.<i>.…`` (torch's parameter names, kept by export and by the quantizer); its output is
+    the first cut after its last convolution and before the next stage's first. A graph without such
+    names counts each convolution as a stage. Quantizing adds and removes only PASS_THROUGH ops, so the
+    FP32 and the quantized graph of one model give the same points, and the shown tensor is the value
+    after the activation (after its Q/DQ pair: what the next layer reads).
+    """
+    inits = {t.name for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    const = set(inits)
+    for node in graph.node:  # graph order is topological: a constant's inputs come first
+        if all(not i or i in const for i in node.input):
+            const.update(node.output)
+    root: dict[str, str] = {}  # a value -> the value it passes on unchanged (PASS_THROUGH ops looked through)
+    consumers: dict[str, list[NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+        if node.op_type in PASS_THROUGH and node.input and node.input[0] not in const:
+            for out in node.output:
+                root[out] = root.get(node.input[0], node.input[0])
+    outputs = {o.name for o in graph.output}
+
+    def shown(value: str) -> str:
+        while value not in outputs and len(users := consumers.get(value, [])) == 1 and users[0].op_type in PASS_THROUGH:
+            value = users[0].output[0]
+        return value
+
+    real = [n for n in graph.node if not (n.op_type in PASS_THROUGH or all(o in const for o in n.output))]
+    convs = [(k, n) for k, n in enumerate(real) if n.op_type == "Conv" and len(n.input) > 1]
+    named = {k: int(m.group(1)) for k, n in convs
+             if (m := _STAGE_WEIGHT.match(_weight_name(n.input[1], inits, producers)))}
+    stage_of = named or {k: j for j, (k, _) in enumerate(convs)}
+    pending: dict[str, int] = {}
+    for node in real:
+        for value in {root.get(i, i) for i in node.input if i and i not in const}:
+            pending[value] = pending.get(value, 0) + 1
+    live: set[str] = set()
+    cuts: list[tuple[int, str]] = []  # (position among the real nodes, value)
+    for k, node in enumerate(real):
+        for value in {root.get(i, i) for i in node.input if i and i not in const}:
+            pending[value] -= 1
+            if not pending[value]:
+                live.discard(value)
+        made = [root.get(o, o) for o in node.output if o and pending.get(root.get(o, o), 0)]
+        live.update(made)
+        if len(made) == 1 and live == set(made):
+            cuts.append((k, made[0]))
+    points = []
+    for stage in sorted(set(stage_of.values())):
+        last = max(k for k, s in stage_of.items() if s == stage)
+        later = [s for k, s in stage_of.items() if k > last]
+        if any(s < stage for s in later):
+            continue  # stages out of order: no single point is "after this stage"
+        before = min((k for k, s in stage_of.items() if s > stage), default=len(real))
+        cut = next((v for k, v in cuts if last <= k < before), None)
+        if cut is not None:
+            tensor = shown(cut)
+            points.append(StagePoint(stage, bool(named), tensor,
+                                     tensor in producers and producers[tensor].op_type == "DequantizeLinear"))
+    return points
 
 
 def scale_folded(conv: NodeProto, producers: dict[str, NodeProto]) -> bool:

@@ -41,11 +41,12 @@ table {{ border-collapse: collapse; margin-bottom: 1.5em; }} td, th {{ padding: 
 
 
 def write_index(out_dir: str | os.PathLike, entries: Sequence[tuple[str, str]], *, title: str,
-                intro: str = "", name: str = "index.html") -> Path:
-    """An offline HTML page showing each (relative file, caption) pair; every file must exist."""
+                intro: str = "", outro: str = "", name: str = "index.html") -> Path:
+    """An offline HTML page showing each (relative file, caption) pair, then ``outro``; every file must exist."""
     check_references(out_dir, [f for f, _ in entries])
     target = Path(out_dir) / name
-    atomic_write_text(target, html_page(title, intro + "\n" + "\n".join(figure(f, c) for f, c in entries)))
+    body = intro + "\n" + "\n".join(figure(f, c) for f, c in entries) + ("\n" + outro if outro else "")
+    atomic_write_text(target, html_page(title, body))
     return target
 
 

@@ -1,4 +1,4 @@
-"""Drawing a model's insides with Pillow (edgecnn.plot): kernel tiles, feature maps, the softmax chart.
+"""Drawing a model's insides with Pillow (edgecnn.plot): kernel tiles, feature maps, softmax, FP32 vs INT8.
 
 Every tile is either informative or labelled as flat; a Picture keeps each tile's box, so that callers
 (and tests) can check what was drawn.
@@ -15,12 +15,13 @@ import numpy as np
 from PIL import Image
 
 from ..fileio import atomic_path
-from ..plot import AXIS, bar_chart, colormap, flat_tile, font, hstack, image_grid, text_size
+from ..plot import AXIS, bar_chart, colormap, flat_tile, font, hstack, image_grid, text_size, vstack
 from ..runtime.decode import AMBIGUOUS_MARGIN as AMBIGUOUS_MARGIN  # re-exported by the package
 from ..runtime.decode import DEFAULT_MIN_MARGIN
 from ..runtime.decode import margin as softmax_margin
 from ..runtime.decode import verdict as runtime_verdict
-from .views import ModelView, VisualizeError
+from .compare import LayerDiff
+from .views import Activations, ModelView, VisualizeError
 
 MAX_CHANNELS = 64  # feature-map tiles per picture; wider layers show their strongest channels
 MAX_DEEP_LAYERS = 12  # kernel-magnitude tiles in kernels.png
@@ -256,3 +257,59 @@ def render_softmax(probs: np.ndarray, labels: Sequence[str], *, pixels: np.ndarr
     return Picture(image), view
 
 
+
+
+COMPARE_CHANNELS = 8  # channels per layer in the FP32-vs-quantized picture: the most active in the reference
+
+
+def _shared_scale(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def render_comparison(reference: Activations, acts: Activations, diffs: Sequence[LayerDiff],
+                      reference_probs: np.ndarray, probs: np.ndarray, labels: Sequence[str], *,
+                      reference_label: str, label: str, pixels: np.ndarray | None = None,
+                      channels: int = COMPARE_CHANNELS, tile: int = 48) -> Picture:
+    """Per layer, three rows: the reference's maps, the quantized model's and |difference|; then both softmaxes.
+
+    The two maps of a channel share one colour scale (the reference's min..max), so any change shows;
+    |difference| has its own scale per layer, up to its largest value (written in the subtitle against
+    the reference's range), so it shows where the error lies even when it is small.
+    """
+    parts: list[tuple[Image.Image, list[Tile]]] = []
+    for ref, act, diff in zip(reference, acts, diffs, strict=True):
+        c = ref.maps.shape[0]
+        order = sorted(np.argsort(-ref.maps.reshape(c, -1).mean(1), kind="stable")[:channels].tolist())
+        rows: list[list[tuple[Image.Image, str, bool]]] = [[], [], []]
+        error = np.abs(act.maps - ref.maps)
+        peak = max(float(error.max()), 1e-12)
+        for i in order:
+            lo, hi = float(ref.maps[i].min()), float(ref.maps[i].max())
+            flat = hi - lo <= 1e-12 * max(1.0, abs(hi))
+            for row, (values, name) in enumerate(((ref.maps[i], reference_label), (act.maps[i], label))):
+                image = (flat_tile((tile, tile), "dead") if flat
+                         else _upscale(colormap(_shared_scale(values, lo, hi)), tile))
+                rows[row].append((image, f"{name} c{i}", flat))
+            rows[2].append((_upscale(colormap(error[i] / peak), tile), f"|diff| c{i}", False))
+        cells = [cell for row in rows for cell in row]
+        grid, boxes = image_grid(
+            [t for t, _, _ in cells], [n for _, n, _ in cells], columns=len(order), label_size=10,
+            title=f"{ref.name}: {reference_label} (top) / {label} (middle) / |difference| (bottom)",
+            subtitle=f"relative error {diff.relative_error:.1%}, cosine {diff.cosine:.4f}; {min(channels, c)} most active "
+                     f"of {c} channels, both maps on the {reference_label} map's range; |difference| 0..{peak:.2g} "
+                     f"({peak / max(float(np.ptp(ref.maps)), 1e-12):.1%} of the layer's {reference_label} range)",
+        )
+        parts.append((grid, _tiles_of(boxes, [n for _, n, _ in cells], [f for _, _, f in cells])))
+    charts = [render_softmax(p, labels, title=f"{name} softmax")[0].image
+              for p, name in ((reference_probs, reference_label), (probs, label))]
+    top_ref, top = int(np.argmax(reference_probs)), int(np.argmax(probs))
+    note = (f"largest probability change {float(np.abs(np.asarray(probs) - np.asarray(reference_probs)).max()):.3f}; "
+            + ("same top-1" if top_ref == top else "TOP-1 DIFFERS"))
+    softmaxes = [hstack([_input_panel(pixels, charts[0].height), *charts], gap=12) if pixels is not None
+                 else hstack(charts, gap=12)]
+    from PIL import ImageDraw
+
+    banner = Image.new("RGB", (softmaxes[0].width, 24), "white")
+    ImageDraw.Draw(banner).text((8, 4), note, fill=AXIS, font=font(13))
+    parts.append((vstack([banner, softmaxes[0]], gap=0), []))
+    return _stack(parts)

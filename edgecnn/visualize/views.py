@@ -4,7 +4,8 @@
     activations, probabilities = view.run(pixels)  # pixels: (H, W, 3) uint8, preprocessed for view.spec
 
 A ``.pt`` checkpoint runs in PyTorch with forward hooks; an ``.onnx`` model shows what its graph holds
-(onnx_graph.py reads it) and runs in onnxruntime with its activations as extra outputs.
+(onnx_graph.py reads it) and runs in onnxruntime with its activations as extra outputs. Either way the
+maps are the stages' outputs, named stage<N> for features[N-1], so that formats can be compared.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from ..runtime.spec import PreprocessSpec
-from .onnx_graph import activation, constant_weight, scale_folded
+from .onnx_graph import constant_weight, scale_folded, stage_points
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -26,7 +27,17 @@ if TYPE_CHECKING:
 
 MAX_DEPTHS = 4  # feature-map pictures per image, spread from the first stage to the last
 
-Activations = list[tuple[str, str, np.ndarray]]  # (name, caption, maps (C, H, W)) per layer shown
+
+class Activation(NamedTuple):
+    """One layer's feature maps on one image, named alike for a .pt, an FP32 and a quantized ONNX model."""
+
+    name: str  # "stage3": features[2] of the network, whatever the file format
+    caption: str  # what the layer is, in words
+    maps: np.ndarray  # (C, H, W) float32
+    tensor: str  # where it was taken: the module path (.pt) or the ONNX tensor name (secondary detail)
+
+
+Activations = list[Activation]  # per layer shown, first stage first
 
 
 class VisualizeError(ValueError):
@@ -38,6 +49,7 @@ class ModelView:
     """What a model lets us see, independent of its file format."""
 
     source: str  # "pt" or "onnx"
+    precision: str  # "fp32", or the ONNX file's edgecnn.precision ("int8", "fp16", ...)
     spec: PreprocessSpec
     first_kernels: np.ndarray  # (out, in, k, k), as applied to the normalized input
     first_name: str
@@ -75,25 +87,40 @@ def _torch_view(path: Path) -> ModelView:
     if not convs:
         raise VisualizeError(f"{path}: {ckpt.arch} has no convolution to show")
     features = getattr(model, "features", None)  # the stages of every family here, and of torchvision's
-    stages = list(features.children()) if isinstance(features, nn.Module) else []
+    # Stages that convolve: the ONNX side knows a stage by its convolutions' weight names (onnx_graph.py).
+    stages = [(i, m) for i, m in enumerate(features.children() if isinstance(features, nn.Module) else [])
+              if any(isinstance(x, nn.Conv2d) for x in m.modules())]
 
     def run(pixels: np.ndarray) -> tuple[Activations, np.ndarray]:
         depth = _depths(len(stages))
         grabbed: dict[int, np.ndarray] = {}
-        hooks = [stages[i].register_forward_hook(lambda _m, _i, out, i=i: grabbed.__setitem__(i, out[0].detach().clone().numpy()))
-                 for i in depth]
+        hooks = [stages[k][1].register_forward_hook(
+                     lambda _m, _i, out, k=k: grabbed.__setitem__(k, out[0].detach().clone().numpy()))
+                 for k in depth]
         try:
             with torch.no_grad():
                 logits = model(pixels_to_tensor(torch.from_numpy(np.ascontiguousarray(pixels[None]).copy()), spec, torch.device("cpu")))
         finally:
             for h in hooks:
                 h.remove()
-        acts = [(f"stage{i + 1}", f"features[{i}] ({type(stages[i]).__name__}, stage {i + 1} of {len(stages)})", grabbed[i])
-                for i in depth]
+        acts = [Activation(stage_name(stages[k][0]),
+                           stage_caption(stages[k][0], k, len(stages)) + f" ({type(stages[k][1]).__name__})",
+                           grabbed[k], f"features.{stages[k][0]}")
+                for k in depth]
         return acts, torch.softmax(logits, 1)[0].numpy()
 
-    return ModelView("pt", spec, convs[0][1], convs[0][0], convs[1:],
+    return ModelView("pt", "fp32", spec, convs[0][1], convs[0][0], convs[1:],
                      "BatchNorm folded in, as applied to the normalized input", run)
+
+
+def stage_name(index: int) -> str:
+    """The name a layer is shown under in every format: stage<N> for features[N-1]."""
+    return f"stage{index + 1}"
+
+
+def stage_caption(index: int, k: int, n: int) -> str:
+    """features[index] is the k-th (from 0) of the n stages that convolve."""
+    return f"output of features[{index}], stage {k + 1} of {n}"
 
 
 def _depths(n: int) -> list[int]:
@@ -107,7 +134,7 @@ def _onnx_view(path: Path) -> ModelView:
     import onnx
 
     from ..runtime import Classifier, ModelError
-    from ..runtime.spec import INPUT_UINT8_NHWC, META_INPUT, META_SPEC
+    from ..runtime.spec import INPUT_UINT8_NHWC, META_INPUT, META_PRECISION, META_SPEC
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -139,21 +166,17 @@ def _onnx_view(path: Path) -> ModelView:
     note = "as stored in the ONNX graph (BatchNorm folded in)"
     if meta.get(META_INPUT) == INPUT_UINT8_NHWC and scale_folded(first_node, producers):
         # Export folded 1/(255*std) into these weights; undo it so the tiles match the .pt view.
-        first = first * (np.asarray(spec.std, np.float32) * 255.0).reshape(1, -1, 1, 1)
+        first = first / np.asarray(spec.inv_std255, np.float32).reshape(1, -1, 1, 1)
         note = "ONNX weights, BatchNorm folded; the input scaling folded in by export is undone"
 
-    # Activations: Relu outputs (or Conv outputs where a quantized graph has no Relu), as extra graph outputs.
-    # In a QDQ graph most ReLUs are absorbed by the quantization, and the first convolution may stay float
-    # with its ReLU: take each convolution's activation, whichever form it has.
-    quantized = any(n.op_type == "QuantizeLinear" for n in graph.node)
-    relus = [n.output[0] for n in graph.node if n.op_type == "Relu"]
-    candidates = [activation(c[3], graph) for c in convs] if quantized or not relus else relus
+    # Feature maps: each stage's output, found alike in FP32 and quantized graphs (the rule: stage_points).
     inferred = onnx.shape_inference.infer_shapes(model)
     known = [*inferred.graph.value_info, *inferred.graph.output]
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in known}
     dtypes = {v.name: v.type.tensor_type.elem_type for v in known}  # fp16 models have float16 activations
-    candidates = [c for c in candidates if ranks.get(c, 4) == 4]
-    chosen = [candidates[i] for i in _depths(len(candidates))]
+    points = [p for p in stage_points(graph) if ranks.get(p.tensor, 4) == 4]
+    shown = [points[i] for i in _depths(len(points))]
+    chosen = [p.tensor for p in shown]
     existing = {o.name for o in graph.output}
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -165,20 +188,23 @@ def _onnx_view(path: Path) -> ModelView:
         clf = Classifier(probe, device="cpu", threads=1)
     except ModelError as exc:
         raise VisualizeError(f"{path}: onnxruntime cannot run it with the extra outputs ({exc})") from None
-    kind = "Relu" if relus and not quantized else "Conv"
+
+    def caption(k: int) -> str:
+        p = points[k]
+        where = (stage_caption(p.index, k, len(points)) if p.named
+                 else f"output of convolution {p.index + 1}, point {k + 1} of {len(points)}")
+        return where + (", quantized to 8 bits as the next layer reads it" if p.quantized else "")
 
     def run(pixels: np.ndarray) -> tuple[Activations, np.ndarray]:
         probs = clf.predict_pixels(pixels[None])[0]
         batch = np.repeat(pixels[None], clf.fixed_batch or 1, axis=0)  # a fixed-batch graph takes its own batch
-        values = dict(zip(chosen, clf.session.run(chosen, {clf.input_name: clf.model_input(batch)}), strict=True))
-        acts = [(f"{kind.lower()}{candidates.index(n) + 1}",
-                 f"{kind} output {n!r}" + (" as int8 (ReLU folded into the quantization)"
-                                           if producers.get(n) is not None and producers[n].op_type == "DequantizeLinear" else ""),
-                 np.asarray(values[n], np.float32)[0])
-                for n in chosen]
+        values = clf.session.run(chosen, {clf.input_name: clf.model_input(batch)})
+        acts = [Activation(stage_name(p.index) if p.named else f"conv{p.index + 1}", caption(points.index(p)),
+                           np.asarray(v, np.float32)[0], p.tensor)
+                for p, v in zip(shown, values, strict=True)]
         return acts, probs
 
-    return ModelView("onnx", spec, first, first_name, [(n, w, g) for n, w, g, _ in convs[1:]], note, run)
+    return ModelView("onnx", meta.get(META_PRECISION, "fp32"), spec, first, first_name, [(n, w, g) for n, w, g, _ in convs[1:]], note, run)
 
 
 def _load_external_data_inside(model: ModelProto, path: Path) -> None:
