@@ -5,7 +5,7 @@
 A three-way split of synthetic data made here (train / val, on which T and the OOD threshold are
 fitted / held-out test), plus images of synthetic classes held out of training altogether (unknown
 inputs). One run is trained with the defaults (label smoothing 0.1) and --no-calibrate; a copy of it
-is calibrated exactly as `edgecnn train` does (calibration.calibrate_run on the val set). Both are
+is calibrated exactly as `edgecnn train` does (calibration_run.calibrate_run on the val set). Both are
 exported and quantized to INT8 and scored through the runtime's onnxruntime session: accuracy, ECE
 (15 bins), NLL on the test split; and post-hoc `edgecnn calibrate` of the uncalibrated INT8 file.
 For unknown inputs: AUROC of energy, max logit and max softmax probability on held-out classes against
@@ -79,14 +79,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "calibration.md")
     args = parser.parse_args()
 
-    from edgecnn.calibration import (
-        ECE_BINS,
-        auroc,
-        calibrate_onnx,
-        calibrate_run,
-        expected_calibration_error,
-        nll_from_probs,
-    )
+    from edgecnn.calibration import ECE_BINS, auroc, expected_calibration_error, nll_from_probs
+    from edgecnn.calibration_onnx import calibrate_onnx
+    from edgecnn.calibration_run import calibrate_run
     from edgecnn.data import EvalSet, resolve_dataset
     from edgecnn.export import export_onnx, quantize
     from edgecnn.runtime import Classifier

@@ -30,7 +30,7 @@ from classify_throughput import DEFAULT_MODEL, machine, make_jpegs, measured
 
 HERE = Path(__file__).resolve().parent
 CONCURRENCY = (1, 8, 32)
-SETTINGS = {  # name -> `edgecnn serve` options (the default is --threads 1: see runtime/serve/app.py DEFAULT_THREADS)
+SETTINGS = {  # name -> `edgecnn serve` options (the default is --threads 1: see runtime/serve/options.py DEFAULT_THREADS)
     "batching on": ["--max-batch", "16"],
     "batching off": ["--max-batch", "1"],
     "batching on, 2 inference threads": ["--max-batch", "16", "--threads", "2"],

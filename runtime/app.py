@@ -238,7 +238,8 @@ def _serve(args: argparse.Namespace) -> int:
     """The HTTP server of runtime/serve, as `edgecnn serve` runs it."""
     import time
 
-    from .serve.app import DEFAULT_THREADS, ServeOptions, serve
+    from .serve.options import DEFAULT_THREADS, ServeOptions
+    from .serve.server import serve
 
     # The serve packages first: a missing one is reported before the model takes time to load.
     options = ServeOptions(host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,

@@ -10,15 +10,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from edgecnn.calibration import (
-    ECE_BINS,
-    expected_calibration_error,
-    fit_temperature,
-    fold_temperature,
-    last_linear,
-    nll,
-    reliability,
-)
+from edgecnn.calibration import ECE_BINS, expected_calibration_error, fit_temperature, nll, reliability
+from edgecnn.calibration_run import fold_temperature, last_linear
 from edgecnn.cli import cli
 from edgecnn.runtime.decode import softmax
 
@@ -126,7 +119,7 @@ def test_logits_not_from_a_linear_are_refused() -> None:
 
 def test_training_calibrates_and_lowers_ece_on_held_out_images(tint_run) -> None:
     """The real run: T fitted on val lowers the ECE on test images neither training nor calibration saw."""
-    from edgecnn.calibration import model_logits
+    from edgecnn.calibration_run import model_logits
     from edgecnn.checkpoint import load_checkpoint
     from edgecnn.data import EvalSet, class_samples
 

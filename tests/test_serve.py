@@ -31,8 +31,10 @@ pytest.importorskip("uvicorn")
 from edgecnn.cli import cli  # noqa: E402
 from edgecnn.runtime import Classifier  # noqa: E402
 from edgecnn.runtime.decode import AMBIGUOUS_MARGIN, DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_MARGIN  # noqa: E402
-from edgecnn.runtime.serve.app import ServeOptions, bind, create_app  # noqa: E402
+from edgecnn.runtime.serve.app import create_app  # noqa: E402
 from edgecnn.runtime.serve.batcher import Batcher  # noqa: E402
+from edgecnn.runtime.serve.options import ServeOptions  # noqa: E402
+from edgecnn.runtime.serve.server import bind  # noqa: E402
 
 KB = 1024
 

@@ -109,8 +109,9 @@ def test_live_camera_view(browser, clf, tmp_path: Path) -> None:
     cv2 = pytest.importorskip("cv2")
     from selenium.webdriver.common.by import By
 
-    from edgecnn.runtime.serve.app import ServeOptions, create_app
+    from edgecnn.runtime.serve.app import create_app
     from edgecnn.runtime.serve.camera import CameraFeed
+    from edgecnn.runtime.serve.options import ServeOptions
 
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))

@@ -43,7 +43,7 @@ def calibrate(model: Path, data_dir: Path, out: Path, recall: float, score: str 
       edgecnn calibrate model.int8.onnx --data photos/val -o model.cal.int8.onnx
       edgecnn calibrate mobilenet.onnx --data photos/val -o mobilenet.cal.onnx --labels labels.txt --json
     """
-    from ..calibration import calibrate_onnx
+    from ..calibration_onnx import calibrate_onnx
 
     if out.suffix != ".onnx":
         raise click.BadParameter(f"{out}: the output should end in .onnx", param_hint="-o/--out")

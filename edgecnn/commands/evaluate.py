@@ -69,7 +69,7 @@ def _write_outputs(report, out_dir: Path) -> None:
 
 
 def _write_reliability(report, path: Path) -> None:
-    from ..calibration import reliability_diagram
+    from ..calibration_plot import reliability_diagram
     from ..fileio import atomic_path
 
     picture = reliability_diagram(report.predictions, report.targets, title=f"{Path(report.model).name}: ECE {report.ece:.3f}")

@@ -60,8 +60,8 @@ def serve(model: Path | None, host: str, port: int, camera: str | None, device: 
       curl -s --data-binary @cat.jpg -H 'Content-Type: image/jpeg' localhost:8080/v1/classify
       curl -s -F file=@cat.jpg 'localhost:8080/v1/classify?top_k=3'
     """
-    from ..runtime.serve.app import DEFAULT_THREADS, ServeOptions
-    from ..runtime.serve.app import serve as run_server
+    from ..runtime.serve.options import DEFAULT_THREADS, ServeOptions
+    from ..runtime.serve.server import serve as run_server
     from ..runtime.sources import CameraError
 
     options = ServeOptions(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_mb=max_body_mb,
