@@ -2,10 +2,14 @@
 
     python benchmarks/classify_throughput.py                       # the demo's INT8 model, 500 JPEGs 640x480
     python benchmarks/classify_throughput.py -m model.onnx --images 200 --rounds 3
+    python benchmarks/classify_throughput.py --baseline 315630b   # + the pipeline and CLI rows of that commit
 
 Every row runs in its own process (so that its peak RSS is its own), the rows take turns round after round
 (so that drift and the neighbours' load hit each alike), and the median round is reported. Writes
 benchmarks/results/classify_throughput.md (and .json). Uses only the runtime: no torch needed.
+``--baseline REF`` adds the pipeline and CLI rows of an earlier commit, run in the same rounds: its source is
+extracted with `git archive` and imported in place of the working tree's (needs the editable install that
+`make` creates), so "before" and "after" are measured side by side rather than on different days.
 """
 
 from __future__ import annotations
@@ -93,6 +97,40 @@ def run_pipeline(model: str, paths: list[str], threads: int | None, batch_size: 
     return {"seconds": seconds, "n": len(labels), "labels": labels, "stages": times.to_dict()}
 
 
+# The first two lines of every child: import edgecnn from SOURCE (a tree extracted from a commit) instead of the
+# working tree, by pointing the editable install's finder there before anything imports edgecnn.
+BOOTSTRAP = """import sys
+source = sys.argv.pop(1)
+if source:
+    finder = next((m for n, m in list(sys.modules.items()) if n.startswith("__editable___edgecnn")), None)
+    if finder is None:
+        sys.exit("--baseline needs edgecnn installed in editable mode (make creates it)")
+    finder.MAPPING.update({"edgecnn": source + "/edgecnn", "edgecnn.export": source + "/export",
+                           "edgecnn.runtime": source + "/runtime"})
+"""
+RUN_SCRIPT = BOOTSTRAP + """script = sys.argv[0] = sys.argv.pop(1)
+exec(compile(open(script).read(), script, "exec"), {"__name__": "__main__", "__file__": script})
+"""
+RUN_CLI = BOOTSTRAP + """from edgecnn.cli import main
+sys.argv[0] = "edgecnn"
+sys.exit(main())
+"""
+
+
+def baseline_source(ref: str) -> Path:
+    """The package source of commit ``ref``, extracted once into benchmarks/.cache/baseline-<sha>."""
+    root = HERE.parent
+    sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", ref], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    dest = root / ".cache" / f"baseline-{sha}"
+    if not (dest / "runtime").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(root), "archive", sha, "edgecnn", "export", "runtime"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
 def child(args: argparse.Namespace) -> None:
     paths = sorted(str(p) for p in Path(args.folder).glob("*.jpg"))[: args.images]
     if args.child == "naive":
@@ -145,6 +183,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cache", default=str(HERE.parent / ".cache" / "jpeg640x480"))  # git-ignored
     parser.add_argument("-o", "--out", default=str(HERE / "results" / "classify_throughput.md"))
+    parser.add_argument("--baseline", metavar="REF", help="also run the pipeline and CLI rows of this commit")
     parser.add_argument("--child", choices=["naive", "serial", "pipeline"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -159,19 +198,27 @@ def main() -> None:
               "--batch-size", str(args.batch_size), "--workers", str(args.workers)]
     if args.threads:
         common += ["--threads", str(args.threads)]
-    me = [sys.executable, str(Path(__file__).resolve())]
-    cli = [sys.executable, "-m", "edgecnn", "classify", "images", str(folder), "-m", args.model, "--json", "-k", "1",
-           "--batch-size", str(args.batch_size), "--workers", str(args.workers)] + (
-               ["--threads", str(args.threads)] if args.threads else [])
+    # Every row starts the same way, whichever source it imports: the bootstrap, then the script or the CLI.
+    sources = {"": ""}
+    if args.baseline:
+        sources[args.baseline] = str(baseline_source(args.baseline))
+    cli_args = ["classify", "images", str(folder), "-m", args.model, "--json", "-k", "1",
+                "--batch-size", str(args.batch_size), "--workers", str(args.workers)] + (
+                    ["--threads", str(args.threads)] if args.threads else [])
     rows: dict[str, list[dict]] = {"naive": [], "serial": [], "pipeline": [], "cli": []}
+    for ref in sources:
+        if ref:
+            rows[f"pipeline@{ref}"], rows[f"cli@{ref}"] = [], []
     labels: dict[str, list[str]] = {}
     for _ in range(args.rounds):
         for name in rows:
-            if name == "cli":
-                _, wall, rss = measured(cli)
+            kind, _, ref = name.partition("@")
+            if kind == "cli":
+                _, wall, rss = measured([sys.executable, "-c", RUN_CLI, sources[ref], *cli_args])
                 rows[name].append({"seconds": wall, "n": args.images, "rss_mb": rss})
                 continue
-            data, _, rss = measured(me + ["--child", name] + common)
+            me = [sys.executable, "-c", RUN_SCRIPT, sources[ref], str(Path(__file__).resolve())]
+            data, _, rss = measured(me + ["--child", kind] + common)
             assert data is not None
             labels[name] = data.pop("labels")
             rows[name].append({**data, "rss_mb": rss})
@@ -185,7 +232,6 @@ def main() -> None:
 
     result = {name: summary(name) for name in rows}
     ratio = result["pipeline"]["images_per_s"] / result["naive"]["images_per_s"]
-    stages = result["pipeline"]["stages"]
     report = {"machine": machine(), "model": args.model, "images": args.images, "rounds": args.rounds,
               "batch_size": args.batch_size, "workers": args.workers, "threads": args.threads, "rows": result,
               "speedup": ratio, "top1_agreement": same / args.images,
@@ -206,14 +252,21 @@ def main() -> None:
              "serial": "runtime `preprocess` (draft JPEG decode) + run, one at a time, no threads",
              "pipeline": f"`Classifier.classify_paths` (batch {args.batch_size}, {args.workers} decode threads, draft JPEG)",
              "cli": "`edgecnn classify images --json` (whole process: start-up, model load, output)"}
+    for ref in sources:
+        if ref:
+            names[f"pipeline@{ref}"] = f"before ({ref}): {names['pipeline']}"
+            names[f"cli@{ref}"] = f"before ({ref}): {names['cli']}"
     for name, row in result.items():
         lines.append(f"| {names[name]} | {row['images_per_s']:.1f} | {row['images_per_s'] / result['naive']['images_per_s']:.2f}x "
                      f"| {row['peak_rss_mb']:.0f} | {', '.join(map(str, row['all_images_per_s']))} |")
-    if stages:
-        lines += ["", "Where the pipeline's time went (median round): decode + preprocess "
-                  f"{stages['decode_s']:.2f} s of thread time over {args.workers} threads, inference {stages['infer_s']:.2f} s, "
-                  f"postprocess {stages['post_s']:.3f} s, inference loop waiting for decoded images {stages['wait_s']:.2f} s, "
-                  f"wall {stages['wall_s']:.2f} s."]
+    for name in rows:
+        split = result[name]["stages"]
+        if name.startswith("pipeline") and split:
+            lines += ["", f"Where the {names[name].split(':')[0] if '@' in name else 'pipeline'}'s time went (median "
+                      f"round, {args.images} images): decode + preprocess {split['decode_s']:.2f} s of thread time over "
+                      f"{args.workers} threads ({1000 * split['decode_s'] / args.images:.2f} ms per image), inference "
+                      f"{split['infer_s']:.2f} s, postprocess {split['post_s']:.3f} s, inference loop waiting for decoded "
+                      f"images {split['wait_s']:.2f} s, wall {split['wall_s']:.2f} s."]
     lines += ["", f"Load average when the run ended: {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
               f"(the machine is shared: treat absolute figures as noisy, the side-by-side ratios as the result)."]
     lines += ["", f"Top-1 agreement between the two rows: {same}/{args.images} (the naive loop decodes JPEGs at full size; "
