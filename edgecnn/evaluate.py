@@ -118,9 +118,14 @@ def evaluate_samples(
     *,
     batch_size: int = 64,
     where: str = "",
+    cache_dir: str | os.PathLike | None = None,
 ) -> EvalReport:
-    """Score ``predict`` (from load_predictor) on (path, class index) ``samples``, decoded as the runtime does."""
-    dataset = EvalSet(samples, spec)
+    """Score ``predict`` (from load_predictor) on (path, class index) ``samples``, decoded as the runtime does.
+
+    ``cache_dir``: read the decoded images from the shared cache there (the entry training's validation built)
+    instead of decoding them into this process's memory once more.
+    """
+    dataset = EvalSet(samples, spec, cache_dir=cache_dir)
     if len(dataset) == 0:
         raise DatasetError(f"{where}none of the {len(samples)} images could be read")
     probs = []

@@ -46,12 +46,13 @@ def write_training_report(
     data_dir: str | os.PathLike | None = None,
     val_samples: Sequence[Sample] | None = None,
     max_examples: int = MAX_EXAMPLES,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Write RUN_DIR/report.html for the run's best.pt; returns its path.
 
     The validation images come from ``val_samples`` (what training used), else from ``data_dir`` (its
     val/ folder, or the split recorded in split.json). With neither, the report shows the confusion
-    matrix stored in best.pt and no example images.
+    matrix stored in best.pt and no example images. ``cache_dir``: the decoded-image cache that training used.
     """
     from .checkpoint import load_checkpoint
     from .plot import heatmap
@@ -71,7 +72,7 @@ def write_training_report(
             scores = evaluate(best, data_dir)
     if scores is None and val_samples is not None:
         spec, predict = load_predictor(best)
-        scores = evaluate_samples(best, spec, predict, val_samples, where="validation set: ")
+        scores = evaluate_samples(best, spec, predict, val_samples, where="validation set: ", cache_dir=cache_dir)
 
     if scores is not None:
         assert scores.targets is not None, "evaluate() keeps the per-image targets"

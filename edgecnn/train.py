@@ -299,7 +299,7 @@ def _train(data_dir: Path, run_dir: Path, config: TrainConfig, ctx: D.DistContex
 
             calibrate_after_training(run_dir, val_set, say=say)
         write_curves(run_dir, history)
-        write_report(run_dir, split.val, say)
+        write_report(run_dir, split.val, say, cache_dir=cache_dir)
         if say:
             print(f"best val accuracy {best_acc:.4f} at epoch {best_epoch}; {run_dir / 'best.pt'}", file=sys.stderr)
     D.barrier(ctx)

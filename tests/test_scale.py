@@ -282,6 +282,31 @@ def test_loader_workers_do_not_change_the_batches(shapes_dir: Path, tmp_path: Pa
         np.testing.assert_array_equal(a, b)
 
 
+def test_training_report_reads_the_validation_cache(shapes_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report at the end of a run scores the validation images from training's cache entry: nothing is
+    decoded into rank 0's memory again, and the figures are those of the in-memory path."""
+    from edgecnn import data
+    from edgecnn.report import write_training_report
+    from edgecnn.train import TrainConfig, train
+
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    config = TrainConfig(arch="tinycnn", img_size=32, epochs=1, batch_size=16, device="cpu", calibrate=False)
+    train(shapes_dir, run, config, progress=False, cache_dir=cache)
+    entries = sorted(p.name for p in cache.iterdir())
+    val_samples = resolve_dataset(shapes_dir).val
+    decoded: list[int] = []
+    real_decode_all = data.decode_all
+    monkeypatch.setattr(data, "decode_all", lambda samples, *a, **k: decoded.append(len(samples)) or real_decode_all(
+        samples, *a, **k))
+    write_training_report(run, val_samples=val_samples, cache_dir=cache)
+    assert decoded == [] and sorted(p.name for p in cache.iterdir()) == entries
+    cached_html = (run / "report.html").read_text()
+    write_training_report(run, val_samples=val_samples)  # the control: without the cache it decodes them all
+    assert decoded == [len(val_samples)]
+    assert (run / "report.html").read_text() == cached_html
+
+
 # -------------------------------------------------------------------------------------- lost processes
 ARGS = ["--arch", "tinycnn", "--img-size", "32", "--batch-size", "16", "--device", "cpu", "--epochs", "3",
         "--no-calibrate", "-q"]
