@@ -209,8 +209,8 @@ def test_layers_are_named_and_taken_alike_in_every_format(tiny_onnx: Path, shape
         np.testing.assert_allclose(int8.maps, fp32.maps, atol=0.1 * float(fp32.maps.max()))
 
 
-def _random_bn_resnet(path: Path, size: int = 32) -> None:
-    """An untrained resnet8 with BatchNorm statistics drawn at random, so that its maps are not all alike."""
+def _random_bn_checkpoint(path: Path, arch: str = "resnet8", size: int = 32) -> None:
+    """An untrained ``arch`` with BatchNorm statistics drawn at random, so that its maps are not all alike."""
     import torch
 
     from edgecnn.checkpoint import FORMAT, save_checkpoint
@@ -218,7 +218,7 @@ def _random_bn_resnet(path: Path, size: int = 32) -> None:
     from edgecnn.runtime.spec import PreprocessSpec
 
     torch.manual_seed(0)
-    model = create_model("resnet8", num_classes=3)
+    model = create_model(arch, num_classes=3)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -227,7 +227,7 @@ def _random_bn_resnet(path: Path, size: int = 32) -> None:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.2)
     spec = PreprocessSpec(size=size, labels=("circle", "square", "triangle"))
-    save_checkpoint(path, {"format": FORMAT, "arch": "resnet8", "model_args": {}, "spec": spec.to_dict(),
+    save_checkpoint(path, {"format": FORMAT, "arch": arch, "model_args": {}, "spec": spec.to_dict(),
                            "state_dict": model.state_dict()})
 
 
@@ -238,7 +238,7 @@ def resnet_onnx(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     from edgecnn.export.quantize import quantize
 
     folder = tmp_path_factory.mktemp("resnet-onnx")
-    _random_bn_resnet(folder / "best.pt")
+    _random_bn_checkpoint(folder / "best.pt")
     export_onnx(folder / "best.pt", folder / "model.onnx")
     quantize(folder / "model.onnx", shapes_dir / "train", folder / "model.int8.onnx", force=True)
     return folder
@@ -299,11 +299,76 @@ def test_stage_points_without_weight_names_still_agree(resnet_onnx: Path) -> Non
 
     named = stage_points(onnx.load(str(resnet_onnx / "model.onnx")).graph)
     fp32, int8 = (stage_points(renamed(resnet_onnx / f)) for f in ("model.onnx", "model.int8.onnx"))
-    assert all(p.named for p in named) and not any(p.named for p in fp32 + int8)
+    assert [p.block for p in named] == ["features.0", "features.1", "features.2", "features.3"]
+    assert not any(p.block for p in fp32 + int8)
     assert [p.index for p in fp32] == [p.index for p in int8] and len(fp32) >= len(named)
     assert all(p.quantized for p in int8) and not any(p.quantized for p in fp32)
     # The stage outputs are among them: the last one is the network's last map in both.
     assert fp32[-1].tensor == named[-1].tensor
+
+
+def test_stage_blocks_from_module_paths_and_weight_names() -> None:
+    """One rule names the stages from a .pt's module paths and from the weight names an ONNX graph keeps."""
+    from edgecnn.visualize.stages import stage_blocks, stage_caption, weight_module
+
+    resnet = ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer2.0.conv1", "layer2.0.downsample.0", "head"]
+    assert stage_blocks(resnet, "head") == ["conv1", "layer1", "layer2"]  # the classifier is no stage
+    assert stage_blocks(resnet) == ["conv1", "layer1", "layer2", "head"]
+    names = ("conv1.weight", "layer2.0.downsample.0.weight", "stage3.1.branch2.0.weight_quantized", "val_12", "onnx::Conv_3")
+    assert [weight_module(w) for w in names] == ["conv1", "layer2.0.downsample.0", "stage3.1.branch2.0", None, None]
+    # With a features Sequential, its children are the stages and nothing outside it is (as before).
+    assert stage_blocks(["stem.0", "features.0.0", "features.0.1", "features.10.block.0", "classifier.1"]) == [
+        "features.0", "features.10"]
+    assert stage_caption("features.10", 10, 12) == "output of features[10], stage 11 of 12"
+    assert stage_caption("layer3", 3, 5) == "output of layer3, stage 4 of 5"
+
+
+# Per model: its stages' blocks, and the first stage's maps on a 32 px input (resnet18's and ShuffleNet's
+# first stage is conv1 with the maxpool after it: 32 -> 16 -> 8).
+ZOO_STAGES = {
+    "resnet18": (["conv1", "layer1", "layer2", "layer3", "layer4"], (64, 8, 8)),
+    "shufflenet_v2_x1_0": (["conv1", "stage2", "stage3", "stage4", "conv5"], (24, 8, 8)),
+    # A features model whose first and last stages end in HardSwish, an op of its own in the graph.
+    "mobilenet_v3_small": ([f"features[{i}]" for i in range(13)], (16, 16, 16)),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(ZOO_STAGES))
+def zoo_onnx(request: pytest.FixtureRequest, shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A torchvision model (untrained, random BatchNorm statistics) as best.pt, model.onnx and model.int8.onnx."""
+    from edgecnn.export.onnx_export import export_onnx
+    from edgecnn.export.quantize import quantize
+
+    arch = request.param
+    folder = tmp_path_factory.mktemp(arch)
+    _random_bn_checkpoint(folder / "best.pt", arch)
+    export_onnx(folder / "best.pt", folder / "model.onnx")
+    quantize(folder / "model.onnx", shapes_dir / "train", folder / "model.int8.onnx", force=True)
+    return arch, folder
+
+
+@pytest.mark.slow
+def test_every_stage_alike_in_pt_fp32_and_int8(zoo_onnx: tuple[str, Path], shapes_dir: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgecnn.runtime import preprocess
+    from edgecnn.visualize import views
+
+    monkeypatch.setattr(views, "MAX_DEPTHS", 16)  # every stage, not four spread over them
+    arch, folder = zoo_onnx
+    blocks, first = ZOO_STAGES[arch]
+    pt, fp32, int8 = (load_view(folder / f) for f in ("best.pt", "model.onnx", "model.int8.onnx"))
+    pixels = preprocess(_image(shapes_dir), fp32.spec)
+    runs = {v.precision + v.source: v.run(pixels)[0] for v in (pt, fp32, int8)}
+    for kind, acts in runs.items():
+        assert [a.name for a in acts] == [f"stage{i + 1}" for i in range(len(blocks))], kind
+        assert [a.caption.split(",")[0] for a in acts] == [f"output of {b}" for b in blocks], kind
+        assert [a.maps.shape for a in acts] == [a.maps.shape for a in runs["fp32pt"]], kind
+    assert runs["fp32pt"][0].maps.shape == first
+    for a, b, c in zip(runs["fp32pt"], runs["fp32onnx"], runs["int8onnx"], strict=True):
+        # The tensor the .pt view hooks (after the activation, the maxpool, the channel shuffle), not a neighbour.
+        np.testing.assert_allclose(b.maps, a.maps, atol=1e-4 * max(1.0, float(np.abs(a.maps).max())), err_msg=a.name)
+        assert _cosine(b.maps, c.maps) > 0.99, (arch, a.name)
+        assert "quantized" in c.caption and "quantized" not in b.caption
 
 
 def test_fp32_vs_int8_picture(tiny_onnx: Path, checkpoint: Path, shapes_dir: Path, tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ def visualize(model: Path, image: Path | None, out_dir: Path | None, data_dir: P
 
     Writes kernels.png (first-layer kernels, deeper kernel magnitudes), with --image also
     features_stage<N>.png and softmax.png, and index.html to view them offline. Feature maps are
-    named by stage (stage<N> is features[N-1]) for .pt, FP32 and INT8 files alike. A quantized MODEL
+    named by stage (stage<N> is the N-th feature block: features[N-1], or resnet18's conv1, layer1..4)
+    for .pt, FP32 and INT8 files alike. A quantized MODEL
     with its FP32 model beside it (or --compare) also gets fp32_vs_int8.png: each stage's maps in both,
     their difference, and both softmaxes. Given a run folder instead of a model, (re)writes its training
     report, RUN_DIR/report.html.

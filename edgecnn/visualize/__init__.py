@@ -5,9 +5,10 @@
 
 A ``.pt`` checkpoint shows everything; an ``.onnx`` model shows what its graph holds (the exported
 weights, with BatchNorm folded in, and the activations onnxruntime computes). Feature maps are named by
-stage (stage<N> = features[N-1]) in every format, taken at the same points of FP32 and INT8 graphs, so a
-quantized model can be compared with its FP32 original (fp32_vs_int8.png). One module per job: views (a
-model as a ModelView, from .pt or .onnx; onnx_graph reads the graph), compare (FP32 against quantized),
+stage (stage<N> = the N-th feature block: features[N-1], or resnet18's conv1, layer1..4) in every format,
+taken at the same points of FP32 and INT8 graphs, so a quantized model can be compared with its FP32
+original (fp32_vs_int8.png). One module per job: views (a model as a ModelView, from .pt or .onnx;
+stages says what a stage is, onnx_graph reads the graph), compare (FP32 against quantized),
 pictures (drawing, with Pillow through edgecnn.plot), pages (self-contained HTML) and write (visualize():
 the folder).
 """

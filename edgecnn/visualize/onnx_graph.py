@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .stages import block_of, stage_blocks, weight_module
 
 if TYPE_CHECKING:
     from onnx import GraphProto, NodeProto, TensorProto
@@ -36,15 +37,19 @@ def constant_weight(name: str, inits: dict[str, TensorProto], producers: dict[st
 # Ops that pass a value on without changing which layer it belongs to: quantization round trips (a QDQ
 # graph's Q/DQ pairs), activations the quantizer folds into the Conv's QuantizeLinear, and FP16 casts.
 PASS_THROUGH = frozenset({"QuantizeLinear", "DequantizeLinear", "Relu", "Clip", "Cast"})
-_STAGE_WEIGHT = re.compile(r"^features\.(\d+)\.")  # torch's parameter names survive export and quantization
+# Ops that keep a map's shape, value by value: the activations and residual sums that end a block. After the
+# last stage they belong to it; the first other op (pooling, Flatten) starts the classifier.
+ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu",
+                         "PRelu", "Elu", "Selu", "Gelu", "Mish", "Softplus", "Erf", "BatchNormalization"})
 
 
 @dataclass(frozen=True)
 class StagePoint:
     """Where one stage's output lies in an ONNX graph."""
 
-    index: int  # features[index] of the PyTorch model (or the convolution's ordinal, without such names)
-    named: bool  # True: index comes from the weights' features.<i>. names, as the .pt view's stages
+    index: int  # the stage's ordinal (stage_blocks' order), or the convolution's, without torch's weight names
+    block: str | None  # the stage's module path ("features.4", "layer3"); None: no torch names, a convolution
+    count: int  # how many stages (or convolutions) the graph has, shown or not
     tensor: str  # the tensor shown: after the activation, and after the Q/DQ pair in a quantized graph
     quantized: bool  # the tensor is a DequantizeLinear output: int8 values, as the next layer reads them
 
@@ -64,12 +69,15 @@ def stage_points(graph: GraphProto) -> list[StagePoint]:
     The matching rule: look through PASS_THROUGH ops (so a Q/DQ pair, a Relu folded into quantization
     and a Cast all leave a value the same), and walk the remaining nodes in graph order keeping the set
     of values still waiting for a consumer; where that set shrinks to one value, the whole network
-    passes through it (a cut). A stage is the set of convolutions whose weights are named
-    ``features.<i>.…`` (torch's parameter names, kept by export and by the quantizer); its output is
-    the first cut after its last convolution and before the next stage's first. A graph without such
-    names counts each convolution as a stage. Quantizing adds and removes only PASS_THROUGH ops, so the
-    FP32 and the quantized graph of one model give the same points, and the shown tensor is the value
-    after the activation (after its Q/DQ pair: what the next layer reads).
+    passes through it (a cut). A stage is a block of stages.stage_blocks, found from its convolutions'
+    weight names (torch's parameter names, kept by export and by the quantizer: ``features.4.…`` is
+    block features.4, ``layer3.0.conv1.weight`` block layer3). Its output is the last cut after its last
+    convolution and before the next stage's first, so that what runs between two blocks (resnet18's
+    maxpool after conv1, ShuffleNet's channel shuffle) ends the earlier one, as in the .pt view; after
+    the last stage, the last cut reached through ELEMENTWISE ops only (its activation, not the pooling).
+    A graph without such names counts each convolution as a stage. Quantizing adds and removes only
+    PASS_THROUGH ops, so the FP32 and the quantized graph of one model give the same points, and the
+    shown tensor is the value after the activation (after its Q/DQ pair: what the next layer reads).
     """
     inits = {t.name for t in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
@@ -94,9 +102,12 @@ def stage_points(graph: GraphProto) -> list[StagePoint]:
 
     real = [n for n in graph.node if not (n.op_type in PASS_THROUGH or all(o in const for o in n.output))]
     convs = [(k, n) for k, n in enumerate(real) if n.op_type == "Conv" and len(n.input) > 1]
-    named = {k: int(m.group(1)) for k, n in convs
-             if (m := _STAGE_WEIGHT.match(_weight_name(n.input[1], inits, producers)))}
-    stage_of = named or {k: j for j, (k, _) in enumerate(convs)}
+    modules = {k: m for k, n in convs if (m := weight_module(_weight_name(n.input[1], inits, producers)))}
+    blocks = stage_blocks(modules[k] for k in sorted(modules))
+    stage_of = {k: blocks.index(block_of(m)) for k, m in modules.items() if block_of(m) in blocks}
+    named = bool(stage_of)
+    if not named:
+        stage_of = {k: j for j, (k, _) in enumerate(convs)}
     pending: dict[str, int] = {}
     for node in real:
         for value in {root.get(i, i) for i in node.input if i and i not in const}:
@@ -112,17 +123,19 @@ def stage_points(graph: GraphProto) -> list[StagePoint]:
         live.update(made)
         if len(made) == 1 and live == set(made):
             cuts.append((k, made[0]))
+    count = len(set(stage_of.values()))
     points = []
     for stage in sorted(set(stage_of.values())):
         last = max(k for k, s in stage_of.items() if s == stage)
         later = [s for k, s in stage_of.items() if k > last]
         if any(s < stage for s in later):
             continue  # stages out of order: no single point is "after this stage"
-        before = min((k for k, s in stage_of.items() if s > stage), default=len(real))
-        cut = next((v for k, v in cuts if last <= k < before), None)
+        end = min((k for k, s in stage_of.items() if s > stage),
+                  default=next((k for k in range(last + 1, len(real)) if real[k].op_type not in ELEMENTWISE), len(real)))
+        cut = next((v for k, v in reversed(cuts) if last <= k < end), None)
         if cut is not None:
             tensor = shown(cut)
-            points.append(StagePoint(stage, bool(named), tensor,
+            points.append(StagePoint(stage, blocks[stage] if named else None, count, tensor,
                                      tensor in producers and producers[tensor].op_type == "DequantizeLinear"))
     return points
 

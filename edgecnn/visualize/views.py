@@ -5,7 +5,8 @@
 
 A ``.pt`` checkpoint runs in PyTorch with forward hooks; an ``.onnx`` model shows what its graph holds
 (onnx_graph.py reads it) and runs in onnxruntime with its activations as extra outputs. Either way the
-maps are the stages' outputs, named stage<N> for features[N-1], so that formats can be compared.
+maps are the stages' outputs, named stage<N> for the N-th feature block (features[N-1] where the model has a
+features Sequential; resnet18's conv1, layer1..layer4 otherwise: stages.py), so that formats can be compared.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from ..runtime.spec import PreprocessSpec
-from .onnx_graph import constant_weight, scale_folded, stage_points
+from .onnx_graph import StagePoint, constant_weight, scale_folded, stage_points
+from .stages import stage_blocks, stage_caption, stage_name
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -31,7 +33,7 @@ MAX_DEPTHS = 4  # feature-map pictures per image, spread from the first stage to
 class Activation(NamedTuple):
     """One layer's feature maps on one image, named alike for a .pt, an FP32 and a quantized ONNX model."""
 
-    name: str  # "stage3": features[2] of the network, whatever the file format
+    name: str  # "stage3": the third feature block (features[2], or resnet18's layer2), whatever the file format
     caption: str  # what the layer is, in words
     maps: np.ndarray  # (C, H, W) float32
     tensor: str  # where it was taken: the module path (.pt) or the ONNX tensor name (secondary detail)
@@ -69,7 +71,7 @@ def _torch_view(path: Path) -> ModelView:
     import torch.nn as nn
 
     from ..checkpoint import load_checkpoint
-    from ..models import pixels_to_tensor
+    from ..models import model_info, pixels_to_tensor
 
     ckpt = load_checkpoint(path)
     model = ckpt.build_model()
@@ -86,26 +88,24 @@ def _torch_view(path: Path) -> ModelView:
             convs.append((name, w, module.groups))
     if not convs:
         raise VisualizeError(f"{path}: {ckpt.arch} has no convolution to show")
-    features = getattr(model, "features", None)  # the stages of every family here, and of torchvision's
-    # Stages that convolve: the ONNX side knows a stage by its convolutions' weight names (onnx_graph.py).
-    stages = [(i, m) for i, m in enumerate(features.children() if isinstance(features, nn.Module) else [])
-              if any(isinstance(x, nn.Conv2d) for x in m.modules())]
+    # The stages and their names come from the one rule the ONNX side applies to weight names (stages.py).
+    blocks = stage_blocks((name for name, _, _ in convs), model_info(ckpt.arch).classifier)
+    stages = _spans(model, blocks)
 
     def run(pixels: np.ndarray) -> tuple[Activations, np.ndarray]:
         depth = _depths(len(stages))
-        grabbed: dict[int, np.ndarray] = {}
-        hooks = [stages[k][1].register_forward_hook(
-                     lambda _m, _i, out, k=k: grabbed.__setitem__(k, out[0].detach().clone().numpy()))
-                 for k in depth]
+        grabbed: dict[int, tuple[str, np.ndarray]] = {}
+        # Each module of the span records its output; the last one to run holds the stage's output.
+        hooks = [module.register_forward_hook(
+                     lambda _m, _i, out, k=k, path=path: grabbed.__setitem__(k, (path, out[0].detach().clone().numpy())))
+                 for k in depth for path, module in stages[k]]
         try:
             with torch.no_grad():
                 logits = model(pixels_to_tensor(torch.from_numpy(np.ascontiguousarray(pixels[None]).copy()), spec, torch.device("cpu")))
         finally:
             for h in hooks:
                 h.remove()
-        acts = [Activation(stage_name(stages[k][0]),
-                           stage_caption(stages[k][0], k, len(stages)) + f" ({type(stages[k][1]).__name__})",
-                           grabbed[k], f"features.{stages[k][0]}")
+        acts = [Activation(stage_name(k), stage_caption(blocks[k], k, len(blocks)) + _kinds(stages[k]), grabbed[k][1], grabbed[k][0])
                 for k in depth]
         return acts, torch.softmax(logits, 1)[0].numpy()
 
@@ -113,14 +113,24 @@ def _torch_view(path: Path) -> ModelView:
                      "BatchNorm folded in, as applied to the normalized input", run)
 
 
-def stage_name(index: int) -> str:
-    """The name a layer is shown under in every format: stage<N> for features[N-1]."""
-    return f"stage{index + 1}"
+def _spans(model: nn.Module, blocks: list[str]) -> list[list[tuple[str, nn.Module]]]:
+    """Per stage, its block and the siblings that run after it up to the next block (resnet18: conv1, bn1, relu,
+    maxpool); the last stage is its block alone, what follows it being the classifier's pooling."""
+    modules = dict(model.named_modules())
+    spans = []
+    for k, block in enumerate(blocks):
+        parent = block.rpartition(".")[0]
+        siblings = [(f"{parent}.{n}" if parent else n, m) for n, m in modules[parent].named_children()]
+        paths = [p for p, _ in siblings]
+        stop = paths.index(blocks[k + 1]) if k + 1 < len(blocks) and blocks[k + 1] in paths else paths.index(block) + 1
+        spans.append(siblings[paths.index(block):stop])
+    return spans
 
 
-def stage_caption(index: int, k: int, n: int) -> str:
-    """features[index] is the k-th (from 0) of the n stages that convolve."""
-    return f"output of features[{index}], stage {k + 1} of {n}"
+def _kinds(span: list[tuple[str, nn.Module]]) -> str:
+    """What a stage is made of: " (ConvBNAct)"; " (Conv2d, then bn1, relu, maxpool)" where modules run after it."""
+    then = ", then " + ", ".join(p for p, _ in span[1:]) if len(span) > 1 else ""
+    return f" ({type(span[0][1]).__name__}{then})"
 
 
 def _depths(n: int) -> list[int]:
@@ -189,17 +199,16 @@ def _onnx_view(path: Path) -> ModelView:
     except ModelError as exc:
         raise VisualizeError(f"{path}: onnxruntime cannot run it with the extra outputs ({exc})") from None
 
-    def caption(k: int) -> str:
-        p = points[k]
-        where = (stage_caption(p.index, k, len(points)) if p.named
-                 else f"output of convolution {p.index + 1}, point {k + 1} of {len(points)}")
+    def caption(p: StagePoint) -> str:
+        where = (stage_caption(p.block, p.index, p.count) if p.block is not None
+                 else f"output of convolution {p.index + 1} of {p.count}")
         return where + (", quantized to 8 bits as the next layer reads it" if p.quantized else "")
 
     def run(pixels: np.ndarray) -> tuple[Activations, np.ndarray]:
         probs = clf.predict_pixels(pixels[None])[0]
         batch = np.repeat(pixels[None], clf.fixed_batch or 1, axis=0)  # a fixed-batch graph takes its own batch
         values = clf.session.run(chosen, {clf.input_name: clf.model_input(batch)})
-        acts = [Activation(stage_name(p.index) if p.named else f"conv{p.index + 1}", caption(points.index(p)),
+        acts = [Activation(stage_name(p.index) if p.block is not None else f"conv{p.index + 1}", caption(p),
                            np.asarray(v, np.float32)[0], p.tensor)
                 for p, v in zip(shown, values, strict=True)]
         return acts, probs
