@@ -219,8 +219,8 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         "Memory: peak of the summed RssAnon of the rank processes (private anonymous memory: the issue's measure), "
         "and peak of the summed Pss_Anon of ranks and loader workers (counts a worker's copy-on-write pages "
         "proportionally). The cache's pages are file-backed page cache, in neither figure, shared by all ranks. "
-        "The peaks include rank 0's training report after the last epoch, which decodes the validation set into "
-        "memory once more (edgecnn.report via evaluate_samples; not the training data path).",
+        "The peaks include rank 0's training report after the last epoch, which scores the validation set: from the "
+        "cache entry on the cache path (since this round), decoded into memory once more on the others.",
         "",
         "| data path | processes | images | epochs | train images/s | peak RssAnon, ranks (MB) "
         "| peak Pss_Anon, ranks+workers (MB) | wall s | best val acc |",
