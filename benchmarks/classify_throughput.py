@@ -8,8 +8,8 @@ Every row runs in its own process (so that its peak RSS is its own), the rows ta
 (so that drift and the neighbours' load hit each alike), and the median round is reported. Writes
 benchmarks/results/classify_throughput.md (and .json). Uses only the runtime: no torch needed.
 ``--baseline REF`` adds the pipeline and CLI rows of an earlier commit, run in the same rounds: its source is
-extracted with `git archive` and imported in place of the working tree's (needs the editable install that
-`make` creates), so "before" and "after" are measured side by side rather than on different days.
+extracted with `git archive` and imported in place of the working tree's by `baseline_boot.py` (needs the
+editable install that `make` creates), so "before" and "after" are measured side by side, not on different days.
 """
 
 from __future__ import annotations
@@ -97,24 +97,7 @@ def run_pipeline(model: str, paths: list[str], threads: int | None, batch_size: 
     return {"seconds": seconds, "n": len(labels), "labels": labels, "stages": times.to_dict()}
 
 
-# The first two lines of every child: import edgecnn from SOURCE (a tree extracted from a commit) instead of the
-# working tree, by pointing the editable install's finder there before anything imports edgecnn.
-BOOTSTRAP = """import sys
-source = sys.argv.pop(1)
-if source:
-    finder = next((m for n, m in list(sys.modules.items()) if n.startswith("__editable___edgecnn")), None)
-    if finder is None:
-        sys.exit("--baseline needs edgecnn installed in editable mode (make creates it)")
-    finder.MAPPING.update({"edgecnn": source + "/edgecnn", "edgecnn.export": source + "/export",
-                           "edgecnn.runtime": source + "/runtime"})
-"""
-RUN_SCRIPT = BOOTSTRAP + """script = sys.argv[0] = sys.argv.pop(1)
-exec(compile(open(script).read(), script, "exec"), {"__name__": "__main__", "__file__": script})
-"""
-RUN_CLI = BOOTSTRAP + """from edgecnn.cli import main
-sys.argv[0] = "edgecnn"
-sys.exit(main())
-"""
+BOOT = str(HERE / "baseline_boot.py")  # starts every row, on the working tree's code or a baseline's
 
 
 def baseline_source(ref: str) -> Path:
@@ -139,6 +122,9 @@ def child(args: argparse.Namespace) -> None:
         out = run_serial(args.model, paths, args.threads)
     else:
         out = run_pipeline(args.model, paths, args.threads, args.batch_size, args.workers)
+    import edgecnn.runtime
+
+    out["source"] = str(Path(edgecnn.runtime.__file__).resolve().parents[1])  # which tree's code ran
     print(json.dumps(out))
 
 
@@ -214,13 +200,16 @@ def main() -> None:
         for name in rows:
             kind, _, ref = name.partition("@")
             if kind == "cli":
-                _, wall, rss = measured([sys.executable, "-c", RUN_CLI, sources[ref], *cli_args])
+                _, wall, rss = measured([sys.executable, BOOT, sources[ref], "-m", "edgecnn", *cli_args])
                 rows[name].append({"seconds": wall, "n": args.images, "rss_mb": rss})
                 continue
-            me = [sys.executable, "-c", RUN_SCRIPT, sources[ref], str(Path(__file__).resolve())]
+            me = [sys.executable, BOOT, sources[ref], str(Path(__file__).resolve())]
             data, _, rss = measured(me + ["--child", kind] + common)
             assert data is not None
             labels[name] = data.pop("labels")
+            ran = data.pop("source")  # a baseline row must have run the baseline's code, the others this tree's
+            expected = str(Path(sources[ref]).resolve()) if ref else str(HERE.parent.resolve())
+            assert ran == expected, f"{name} ran the code in {ran}, not {expected}"
             rows[name].append({**data, "rss_mb": rss})
     same = sum(a == b for a, b in zip(labels["naive"], labels["pipeline"], strict=True))
 
