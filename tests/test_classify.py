@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from test_runtime import COLOURS, LABELS, SPEC, bad_files, make_model
+from test_preprocess import bad_files
+from test_runtime import COLOURS, LABELS, SPEC, make_model
 
 from edgecnn.cli import cli
 from edgecnn.commands.classify import DEFAULT_MODEL

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from test_runtime import COLOURS, LABELS, SPEC, _bomb_png, make_model
+from test_preprocess import _bomb_png
+from test_runtime import COLOURS, LABELS, SPEC, make_model
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
