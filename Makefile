@@ -26,8 +26,8 @@ demo: $(STAMP)
 	$(BIN)/edgecnn demo
 
 # tests/test_scale.py runs in a pytest process of its own: it starts torchrun groups and SIGKILLs a rank, and
-# after the rest of the suite in the same process the pytest process itself died with SIGSEGV twice (it
-# passes alone; not yet diagnosed).
+# when tests/test_examples.py has run earlier in the same process, the pytest process itself dies with SIGSEGV
+# at the restart test (5 of 5 runs; never without test_examples.py; no faulthandler trace): not yet diagnosed.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --ignore=tests/test_scale.py
 	$(BIN)/python -m pytest -q tests/test_scale.py
