@@ -25,9 +25,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/edgecnn demo
 
-# tests/test_scale.py runs in a pytest process of its own: it starts torchrun groups and SIGKILLs a rank, and
-# when tests/test_examples.py has run earlier in the same process, the pytest process itself dies with SIGSEGV
-# at the restart test (5 of 5 runs; never without test_examples.py; no faulthandler trace): not yet diagnosed.
+# tests/test_scale.py runs in a pytest process of its own: it starts torchrun groups and SIGKILLs a rank. With
+# OpenVINO loaded into the same pytest process earlier (test_examples ran `bench --openvino` in-process, now
+# in worker processes), the pytest process died with SIGSEGV at the restart test, without a faulthandler trace.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --ignore=tests/test_scale.py
 	$(BIN)/python -m pytest -q tests/test_scale.py
