@@ -144,6 +144,14 @@ def measured(argv: list[str]) -> tuple[dict | None, float, float]:
     return data, wall, usage.ru_maxrss / 1024.0
 
 
+def write_results(out: Path, lines: list[str], report: dict) -> None:
+    """The table as ``out`` (.md), the figures beside it as .json, and the table on stdout."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    print("\n".join(lines))
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -260,11 +268,7 @@ def main() -> None:
               f"(the machine is shared: treat absolute figures as noisy, the side-by-side ratios as the result)."]
     lines += ["", f"Top-1 agreement between the two rows: {same}/{args.images} (the naive loop decodes JPEGs at full size; "
               "the pipeline uses Pillow's draft mode, as training does)."]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    print("\n".join(lines))
+    write_results(Path(args.out), lines, report)
 
 
 if __name__ == "__main__":

@@ -145,14 +145,16 @@ def int8_table(family: BenchReport, fam: list[dict[str, object]]) -> list[str]:
              "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for m in fam:
         cells, speedups = [], []
+        files: tuple[BenchRow | None, BenchRow | None] = (None, None)
         for threads in (1, 2):
             f = find(family, model=str(m["fp32"]), backend="onnxruntime", batch=1, threads=threads, kind=KIND_MODEL)
             q = find(family, model=str(m["int8"]), backend="onnxruntime", batch=1, threads=threads, kind=KIND_MODEL)
             r = ratio(f and f.p50_ms, q and q.p50_ms)
             speedups.append(r)
+            files = (f, q) if threads == 1 else files  # the rows carry each file's size
             cells += [f"{f.p50_ms:.3f}" if f and f.p50_ms else "-", f"{q.p50_ms:.3f}" if q and q.p50_ms else "-",
                       f"{r:.2f}x" if r else "-"]
-        sizes = f"{Path(str(m['fp32'])).stat().st_size / 1e6:.2f} / {Path(str(m['int8'])).stat().st_size / 1e6:.2f} MB"
+        sizes = " / ".join(f"{row.size_bytes / 1e6:.2f}" if row and row.size_bytes else "-" for row in files) + " MB"
         ship = "-" if speedups[0] is None else ("INT8" if speedups[0] >= MIN_INT8_SPEEDUP else
                                                  "FP32 (INT8 for size only)")
         lines.append(f"| {m['arch']}@{m['size']} | " + " | ".join(cells) + f" | {sizes} | {ship} |")

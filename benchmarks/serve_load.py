@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from classify_throughput import DEFAULT_MODEL, machine, make_jpegs, measured
+from classify_throughput import DEFAULT_MODEL, machine, make_jpegs, measured, write_results
 
 HERE = Path(__file__).resolve().parent
 CONCURRENCY = (1, 8, 32)
@@ -227,11 +227,7 @@ def main() -> None:
         f"Load average when the run ended: {', '.join(f'{v:.1f}' for v in os.getloadavg())} (the machine is shared "
         "with other jobs: treat absolute figures as noisy, the side-by-side ratios as the result).",
     ]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    print("\n".join(lines))
+    write_results(Path(args.out), lines, report)
 
 
 if __name__ == "__main__":

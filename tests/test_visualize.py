@@ -212,6 +212,7 @@ def test_layers_are_named_and_taken_alike_in_every_format(tiny_onnx: Path, shape
 def _random_bn_checkpoint(path: Path, arch: str = "resnet8", size: int = 32) -> None:
     """An untrained ``arch`` with BatchNorm statistics drawn at random, so that its maps are not all alike."""
     import torch
+    from test_zoo import randomize_batchnorm
 
     from edgecnn.checkpoint import FORMAT, save_checkpoint
     from edgecnn.models import create_model
@@ -219,13 +220,7 @@ def _random_bn_checkpoint(path: Path, arch: str = "resnet8", size: int = 32) -> 
 
     torch.manual_seed(0)
     model = create_model(arch, num_classes=3)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
+    randomize_batchnorm(model)
     spec = PreprocessSpec(size=size, labels=("circle", "square", "triangle"))
     save_checkpoint(path, {"format": FORMAT, "arch": arch, "model_args": {}, "spec": spec.to_dict(),
                            "state_dict": model.state_dict()})

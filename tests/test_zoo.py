@@ -42,11 +42,9 @@ def test_data_config_is_torchvisions(name: str) -> None:
     assert isinstance(layer, torch.nn.Linear) and layer.out_features == 7
 
 
-def _random_checkpoint(path: Path, name: str, seed: int = 0) -> PreprocessSpec:
-    """A 2-class checkpoint with random weights whose outputs are not flat: BatchNorm statistics and the
-    classifier are drawn so that the parity check compares probabilities that vary from image to image."""
-    torch.manual_seed(seed)
-    model = create_model(name, num_classes=2).eval()
+def randomize_batchnorm(model: torch.nn.Module) -> None:
+    """Draw every BatchNorm's statistics and affine parameters, so that an untrained model's activations (and
+    answers) differ from image to image instead of sitting at the defaults' fixed point."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -54,6 +52,15 @@ def _random_checkpoint(path: Path, name: str, seed: int = 0) -> PreprocessSpec:
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.2)
+
+
+def _random_checkpoint(path: Path, name: str, seed: int = 0) -> PreprocessSpec:
+    """A 2-class checkpoint with random weights whose outputs are not flat: BatchNorm statistics and the
+    classifier are drawn so that the parity check compares probabilities that vary from image to image."""
+    torch.manual_seed(seed)
+    model = create_model(name, num_classes=2).eval()
+    randomize_batchnorm(model)
+    with torch.no_grad():
         head = model.get_submodule(model_info(name).classifier)
         head.weight.normal_(0, 1.0 / head.in_features ** 0.5)
     info = model_info(name)
